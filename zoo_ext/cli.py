@@ -1,0 +1,82 @@
+"""``python -m zoo_ext``: ``train`` (the stock zoo command with zoo_ext on), ``list``, ``export``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _train(argv: Sequence[str]) -> int:
+    """Run ``rl_zoo3.train`` with zoo_ext active, with exactly the stock command's flags."""
+    from zoo_ext import _startup
+
+    sys.argv = ["python -m zoo_ext train", *argv]
+    _startup.arm()
+    import rl_zoo3.train
+
+    rl_zoo3.train.train()
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from zoo_ext.pruners import PRUNERS
+    from zoo_ext.samplers import SAMPLERS
+    from zoo_ext.spaces import SEARCH_SPACES
+
+    rows: list[tuple[str, str, str, str]] = []
+    for entry in SEARCH_SPACES.entries(args.algo):
+        algos = ",".join(sorted(entry.algos)).replace("*", "all algos")
+        rows.append(("search space", f"{entry.name} [{algos}]", entry.source, entry.description))
+    for kind, registry in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
+        rows.extend((kind, e.name, e.source, e.description) for e in registry.entries())
+    rows.append(("sampler", "hub:PACKAGE", "OptunaHub", "any OptunaHub sampler package (cache or --hub-registry)"))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    import yaml
+
+    from zoo_ext import record, storage
+
+    study = storage.load_study(args.storage, args.study_name)
+    attrs = study.user_attrs
+    if "zoo_config" not in attrs:
+        print(f"zoo_ext: error: study {args.study_name!r} was not created by zoo_ext (no zoo_config)", file=sys.stderr)
+        return 2
+    number = args.trial if args.trial is not None else study.best_trial.number
+    values = record.trial_hyperparams(study, number, attrs["algo"])
+    entry = record.merge(attrs["zoo_config"], values)
+    Path(args.output).write_text(yaml.safe_dump({attrs["env_id"]: entry}, sort_keys=True))
+    print(f"Wrote trial {number} of study {args.study_name!r} ({attrs['algo']} on {attrs['env_id']}) to {args.output}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m zoo_ext", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("train", help="python -m rl_zoo3.train with zoo_ext active (same flags)", add_help=False)
+    listing = sub.add_parser("list", help="list search spaces, samplers and pruners")
+    listing.add_argument("--algo", default=None, help="only search spaces for this algorithm")
+    export = sub.add_parser("export", help="write a trial's hyperparameters as an rl_zoo3 hyperparams YAML")
+    export.add_argument("--storage", required=True, help="Optuna storage (URL or journal .log path)")
+    export.add_argument("--study-name", required=True)
+    export.add_argument("--trial", type=int, default=None, help="trial number (default: the best trial)")
+    export.add_argument("-o", "--output", required=True, help="YAML file to write")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of ``python -m zoo_ext``; exits with the command's status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":
+        sys.exit(_train(argv[1:]))
+    args = _parser().parse_args(argv)
+    handler = {"list": _list, "export": _export}[args.command]
+    sys.exit(handler(args))

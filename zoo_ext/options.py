@@ -1,0 +1,151 @@
+"""One definition of every zoo_ext option: used for the CLI flags and the YAML ``zoo_ext:`` block.
+
+A value given on the command line wins over the env's ``zoo_ext:`` block in the hyperparams
+YAML, which wins over the default::
+
+    Pendulum-v1:
+      n_timesteps: !!float 1e5
+      policy: 'MlpPolicy'
+      zoo_ext:
+        search_space: zoo
+        sampler: random
+        pruner: hyperband
+        pruner_kwargs: {reduction_factor: 2}
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any, NoReturn
+
+__all__ = ["OPTIONS", "YAML_KEY", "Option", "OptionError", "ZooOptions", "add_arguments", "resolve"]
+
+YAML_KEY = "zoo_ext"
+
+
+class OptionError(ValueError):
+    """A zoo_ext option has a value that cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One zoo_ext option: its flag, default, kind (``str`` or ``dict``) and help text."""
+
+    dest: str
+    flag: str
+    default: Any
+    help: str
+    kind: str = "str"
+    #: Defined by rl_zoo3's own parser (zoo_ext only widens its choices).
+    stock: bool = False
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "search_space",
+        "--search-space",
+        "zoo",
+        "Search space: a name registered for --algo (see `python -m zoo_ext list`) or package.module:function",
+    ),
+    Option("sampler", "--sampler", "tpe", "Optuna sampler: name, hub:PACKAGE or dotted path", stock=True),
+    Option("sampler_kwargs", "--sampler-kwargs", {}, "Sampler keyword arguments (key:value ...)", kind="dict"),
+    Option("pruner", "--pruner", "median", "Optuna pruner: name or dotted path", stock=True),
+    Option("pruner_kwargs", "--pruner-kwargs", {}, "Pruner keyword arguments (key:value ...)", kind="dict"),
+    Option(
+        "hub_registry",
+        "--hub-registry",
+        None,
+        "Local OptunaHub registry folder (holding samplers/<name>/...) for hub: and auto, no network needed",
+    ),
+)
+_BY_DEST = {option.dest: option for option in OPTIONS}
+
+
+@dataclass(frozen=True)
+class ZooOptions:
+    """The resolved zoo_ext options of one experiment."""
+
+    search_space: str = "zoo"
+    sampler: str = "tpe"
+    sampler_kwargs: dict[str, Any] = field(default_factory=dict)
+    pruner: str = "median"
+    pruner_kwargs: dict[str, Any] = field(default_factory=dict)
+    hub_registry: str | None = None
+
+
+def add_arguments(parser: argparse.ArgumentParser, store_dict: type[argparse.Action]) -> None:
+    """Add zoo_ext's own flags to ``parser`` (stock flags it widens are already there)."""
+    group = parser.add_argument_group("zoo_ext")
+    for option in OPTIONS:
+        if option.stock:
+            continue
+        if option.kind == "dict":
+            group.add_argument(option.flag, dest=option.dest, type=str, nargs="+", action=store_dict, help=option.help)
+        else:
+            group.add_argument(option.flag, dest=option.dest, type=str, default=None, help=option.help)
+
+
+def resolve(args: argparse.Namespace, block: Any, *, algo: str) -> ZooOptions:
+    """Return the options of this run: command line, then the YAML block, then defaults.
+
+    Names are checked here, before any environment is built: an unknown search space, sampler
+    or pruner raises :class:`OptionError` with the valid choices.
+    """
+    if block is None:
+        block = {}
+    if not isinstance(block, Mapping):
+        raise OptionError(f"the {YAML_KEY!r} block of the hyperparams file must be a mapping, got {block!r}")
+    unknown = sorted(set(block) - set(_BY_DEST))
+    if unknown:
+        raise OptionError(
+            f"unknown key(s) {', '.join(map(repr, unknown))} in the {YAML_KEY!r} block. "
+            f"Valid keys: {', '.join(sorted(_BY_DEST))}"
+        )
+    # Parsed by zoo_ext's parser: stock flags default to None when not given. Parsed by the stock
+    # parser (activation through --gym-packages): a stock flag left at its stock default is "unset".
+    zoo_parsed = hasattr(args, "search_space")
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        cli = getattr(args, option.dest, None)
+        if option.stock and not zoo_parsed and cli == option.default:
+            cli = None
+        value = cli if cli is not None else block.get(option.dest, option.default)
+        if option.kind == "dict":
+            if not isinstance(value, Mapping):
+                raise OptionError(f"{option.dest} must be a mapping of keyword arguments, got {value!r}")
+            value = dict(value)
+        elif value is not None and not isinstance(value, str):
+            raise OptionError(f"{option.dest} must be a string, got {value!r}")
+        values[option.dest] = value
+    options = ZooOptions(**values)
+    check(options, algo=algo)
+    return options
+
+
+def check(options: ZooOptions, *, algo: str) -> None:
+    """Raise :class:`OptionError` if a name in ``options`` does not resolve."""
+    from zoo_ext.pruners import PRUNERS
+    from zoo_ext.registry import DottedPathError, UnknownNameError
+    from zoo_ext.samplers import check_sampler_name
+    from zoo_ext.spaces import SEARCH_SPACES
+
+    try:
+        SEARCH_SPACES.check(options.search_space, algo)
+        check_sampler_name(options.sampler)
+        PRUNERS.check(options.pruner)
+    except (UnknownNameError, DottedPathError) as exc:
+        raise OptionError(str(exc)) from exc
+
+
+def as_dict(options: ZooOptions) -> dict[str, Any]:
+    """Return ``options`` as a plain dict (for study attributes and logs)."""
+    return {f.name: getattr(options, f.name) for f in fields(options)}
+
+
+def exit_with_error(exc: Exception) -> NoReturn:
+    """Print ``exc`` like argparse does and exit with status 2 (a usage error)."""
+    print(f"zoo_ext: error: {exc}", file=sys.stderr)
+    raise SystemExit(2)

@@ -1,0 +1,114 @@
+"""Optuna pruner factories.
+
+A pruner factory is any callable returning an ``optuna.pruners.BasePruner``. It receives the
+``--pruner-kwargs`` plus whichever of ``n_startup_trials`` and ``n_evaluations`` (the number of
+intermediate evaluations per trial, the pruners' step budget) its signature names. Example::
+
+    from optuna.pruners import MedianPruner
+    from zoo_ext import register_pruner
+
+    @register_pruner("late-median")
+    def late_median(*, n_evaluations: int) -> MedianPruner:
+        \"\"\"Median pruning after half of the evaluations.\"\"\"
+        return MedianPruner(n_warmup_steps=n_evaluations // 2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from zoo_ext.registry import Registry, build
+
+if TYPE_CHECKING:
+    from optuna.pruners import BasePruner
+
+__all__ = ["PRUNERS", "PrunerFactory", "create_pruner", "register_pruner"]
+
+PrunerFactory = Callable[..., "BasePruner"]
+
+
+def median(*, n_startup_trials: int = 10, n_evaluations: int = 1, **kwargs: Any) -> BasePruner:
+    """Median stopping rule, warm-up a third of the evaluations (stock rl_zoo3)."""
+    from optuna.pruners import MedianPruner
+
+    kwargs.setdefault("n_warmup_steps", n_evaluations // 3)
+    return MedianPruner(n_startup_trials=n_startup_trials, **kwargs)
+
+
+def halving(**kwargs: Any) -> BasePruner:
+    """Asynchronous successive halving, reduction factor 4 (stock rl_zoo3)."""
+    from optuna.pruners import SuccessiveHalvingPruner
+
+    kwargs = {"min_resource": 1, "reduction_factor": 4, "min_early_stopping_rate": 0, **kwargs}
+    return SuccessiveHalvingPruner(**kwargs)
+
+
+def hyperband(*, n_evaluations: int = 1, **kwargs: Any) -> BasePruner:
+    """Hyperband over the trial's evaluations (max_resource = --n-evaluations)."""
+    from optuna.pruners import HyperbandPruner
+
+    kwargs = {"min_resource": 1, "max_resource": max(n_evaluations, 1), "reduction_factor": 3, **kwargs}
+    return HyperbandPruner(**kwargs)
+
+
+def percentile(*, n_startup_trials: int = 10, n_evaluations: int = 1, **kwargs: Any) -> BasePruner:
+    """Prune below the 25th percentile of earlier trials at the same evaluation."""
+    from optuna.pruners import PercentilePruner
+
+    kwargs = {"percentile": 25.0, "n_warmup_steps": n_evaluations // 3, **kwargs}
+    return PercentilePruner(n_startup_trials=n_startup_trials, **kwargs)
+
+
+def patient(*, n_startup_trials: int = 10, n_evaluations: int = 1, **kwargs: Any) -> BasePruner:
+    """Median pruning that waits ``patience`` (default 2) evaluations without progress."""
+    from optuna.pruners import PatientPruner
+
+    kwargs = {"patience": 2, **kwargs}
+    return PatientPruner(median(n_startup_trials=n_startup_trials, n_evaluations=n_evaluations), **kwargs)
+
+
+def wilcoxon(**kwargs: Any) -> BasePruner:
+    """Wilcoxon signed-rank test of the evaluation curve against the best trial's."""
+    from optuna.pruners import WilcoxonPruner
+
+    return WilcoxonPruner(**kwargs)
+
+
+def threshold(**kwargs: Any) -> BasePruner:
+    """Prune when an evaluation falls outside --pruner-kwargs lower:X and/or upper:Y."""
+    from optuna.pruners import ThresholdPruner
+
+    if "lower" not in kwargs and "upper" not in kwargs:
+        raise TypeError("the threshold pruner needs --pruner-kwargs lower:VALUE and/or upper:VALUE")
+    return ThresholdPruner(**kwargs)
+
+
+def none() -> BasePruner:
+    """Never prune."""
+    from optuna.pruners import NopPruner
+
+    return NopPruner()
+
+
+def _builtins(registry: Registry[PrunerFactory]) -> None:
+    for factory in (median, halving, hyperband, percentile, patient, wilcoxon, threshold, none):
+        registry.register(factory.__name__, factory, source="zoo_ext")
+
+
+PRUNERS: Registry[PrunerFactory] = Registry("pruner", "zoo_ext.pruners", _builtins)
+
+
+def register_pruner(name: str, *, description: str | None = None) -> Callable[[PrunerFactory], PrunerFactory]:
+    """Return a decorator registering a pruner factory (or class) under ``name``."""
+
+    def decorator(factory: PrunerFactory) -> PrunerFactory:
+        return PRUNERS.register(name, factory, description=description)
+
+    return decorator
+
+
+def create_pruner(name: str, kwargs: dict[str, Any], *, n_startup_trials: int, n_evaluations: int) -> BasePruner:
+    """Return the pruner ``name`` built with ``kwargs`` and the study's evaluation budget."""
+    context = {"n_startup_trials": n_startup_trials, "n_evaluations": n_evaluations}
+    return build(PRUNERS.get(name), name, context, kwargs)

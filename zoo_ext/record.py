@@ -1,0 +1,181 @@
+"""The per-trial ``hyperparams`` record: constructor kwargs as JSON, and back to rl_zoo3 YAML form.
+
+``encode`` turns the kwargs given to the algorithm into JSON: classes and functions become
+``module:Name`` strings, rl_zoo3 linear schedules ``"lin_<initial value>"``, constant schedules
+their value, action noise ``{"noise_type": ..., "noise_std": ...}``. ``to_zoo`` turns such a
+record into the form of an rl_zoo3 hyperparams YAML entry, which the zoo's own preprocessing
+turns back into the same kwargs; ``--trial-id`` and ``export`` both go through it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import optuna
+
+__all__ = ["NOISE_CLASSES", "RecordError", "encode", "merge", "plain", "to_zoo", "trial_hyperparams"]
+
+RECORD_ATTR = "hyperparams"
+SPACE_ATTR = "search_space"
+#: rl_zoo3's ``noise_type`` names for SB3's action noise classes.
+NOISE_CLASSES = {"NormalActionNoise": "normal", "OrnsteinUhlenbeckActionNoise": "ornstein-uhlenbeck"}
+# Names the zoo's preprocessing evaluates ``policy_kwargs`` strings with (rl_zoo3.exp_manager globals).
+_ZOO_EVAL_PREFIXES = {"torch.nn": "nn", "torch.optim": "th.optim", "torch": "th", "numpy": "np"}
+
+
+class RecordError(ValueError):
+    """A trial has no usable record, or a value cannot be written in rl_zoo3's YAML form."""
+
+
+def _dotted(obj: Any) -> str:
+    """Return ``module:QualName`` for a class or function, preferring the shortest public module."""
+    module, qualname = obj.__module__, obj.__qualname__
+    parts = module.split(".")
+    for i in range(1, len(parts)):
+        candidate = ".".join(parts[:i])
+        try:
+            if getattr(importlib.import_module(candidate), qualname, None) is obj:
+                return f"{candidate}:{qualname}"
+        except ImportError:
+            continue
+    return f"{module}:{qualname}"
+
+
+def _schedule(value: Any) -> Any:
+    cls = type(value).__name__
+    if cls == "SimpleLinearSchedule":
+        return f"lin_{value.initial_value}"
+    if cls == "ConstantSchedule":
+        return float(value.val)
+    if cls == "FloatSchedule":
+        return _schedule(value.value_schedule)
+    if cls == "LinearSchedule" and value.end == 0 and value.end_fraction == 1:
+        return f"lin_{value.start}"
+    return None
+
+
+def encode(value: Any) -> Any:
+    """Return ``value`` (constructor kwargs) as JSON-serialisable data; see the module doc."""
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if key == "action_noise" and item is not None:
+                out.update(_encode_noise(item))
+            else:
+                out[str(key)] = encode(item)
+        return out
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [encode(item) for item in value]
+    if isinstance(value, type) or (callable(value) and hasattr(value, "__qualname__")):
+        return _dotted(value)
+    schedule = _schedule(value)
+    if schedule is not None:
+        return schedule
+    raise RecordError(f"cannot record {value!r} ({type(value).__name__}) as JSON")
+
+
+def _encode_noise(noise: Any) -> dict[str, Any]:
+    name = NOISE_CLASSES.get(type(noise).__name__)
+    sigma = np.asarray(getattr(noise, "_sigma", np.nan))
+    if name is None or sigma.size == 0 or not np.allclose(sigma, sigma.flat[0]):
+        raise RecordError(f"cannot record action noise {noise!r}: rl_zoo3 supports normal/OU with one std")
+    return {"noise_type": name, "noise_std": float(sigma.flat[0])}
+
+
+def plain(value: Any) -> Any:
+    """Return ``value`` with objects replaced by readable strings (for logs and study attrs)."""
+    try:
+        return encode(value)
+    except RecordError:
+        if isinstance(value, Mapping):
+            return {str(k): plain(v) for k, v in value.items()}
+        return repr(value)
+
+
+def _is_dotted(value: Any) -> bool:
+    if not isinstance(value, str) or value.count(":") != 1:
+        return False
+    module, name = value.split(":")
+    return bool(module) and all(part.isidentifier() for part in module.split(".") + name.split("."))
+
+
+def _expr(value: Any) -> str:
+    """Return a Python expression rl_zoo3's ``eval`` of ``policy_kwargs`` turns into ``value``."""
+    if isinstance(value, Mapping):
+        items = ", ".join(f"{key}={_expr(item)}" for key, item in value.items())
+        return f"dict({items})"
+    if isinstance(value, list):
+        return "[" + ", ".join(_expr(item) for item in value) + "]"
+    if _is_dotted(value):
+        module, name = value.split(":")
+        if module in _ZOO_EVAL_PREFIXES:
+            return f"{_ZOO_EVAL_PREFIXES[module]}.{name}"
+        return f"__import__({module!r}, fromlist=[{name.split('.')[0]!r}]).{name}"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"float({str(value)!r})"
+    return repr(value)
+
+
+def to_zoo(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``record`` as rl_zoo3 hyperparams YAML values (the zoo preprocesses them back).
+
+    Example: ``{"policy_kwargs": {"activation_fn": "torch.nn:ReLU"}}`` becomes
+    ``{"policy_kwargs": "dict(activation_fn=nn.ReLU)"}``.
+    """
+    out: dict[str, Any] = {}
+    for key, value in record.items():
+        if key in ("policy_kwargs", "replay_buffer_kwargs") and isinstance(value, Mapping):
+            out[key] = _expr(value)
+        elif key == "replay_buffer_class" and _is_dotted(value):
+            out[key] = _expr(value)
+        elif key == "policy" and _is_dotted(value):
+            out[key] = value.replace(":", ".")
+        elif key == "train_freq" and isinstance(value, list):
+            out[key] = list(value)
+        elif _is_dotted(value):
+            raise RecordError(f"{key}={value!r}: rl_zoo3's YAML cannot express a class or function here")
+        else:
+            out[key] = value
+    return out
+
+
+def merge(config: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Return an rl_zoo3 env entry ``config`` overridden by a trial's ``values`` (YAML form).
+
+    A trial that trained without action noise also drops the entry's ``noise_type``/``noise_std``,
+    which the zoo would otherwise turn back into noise.
+    """
+    merged = {**config, **values}
+    if "action_noise" in values and values["action_noise"] is None:
+        merged.pop("noise_type", None)
+        merged.pop("noise_std", None)
+    return merged
+
+
+def trial_hyperparams(study: optuna.Study, number: int, algo: str) -> dict[str, Any]:
+    """Return trial ``number``'s hyperparameters in rl_zoo3 YAML form, ready for the zoo.
+
+    Uses the trial's ``hyperparams`` record; a trial from a stock rl_zoo3 study (no record)
+    goes through the zoo's own converter of its params.
+    """
+    trials = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    if not trials:
+        raise RecordError(f"study {study.study_name!r} has no trial {number} (it has {len(study.trials)} trials)")
+    trial = trials[0]
+    if RECORD_ATTR in trial.user_attrs:
+        return to_zoo(trial.user_attrs[RECORD_ATTR])
+    from zoo_ext import zoo
+
+    return zoo.zoo_converter(algo)(dict(trial.params))

@@ -1,0 +1,249 @@
+"""Name → factory registries, one per extension point.
+
+A name resolves, in order, to: something registered from Python, an installed entry point of
+the registry's group, or a dotted path ``package.module:attribute`` (``package.module.attribute``
+also works). Unknown names raise :class:`UnknownNameError`, which lists the valid choices and the
+closest match.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import inspect
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+__all__ = [
+    "DottedPathError",
+    "Entry",
+    "Registry",
+    "FactoryError",
+    "UnknownNameError",
+    "build",
+    "import_dotted",
+]
+
+T = TypeVar("T")
+
+ANY_ALGO = "*"
+
+
+class UnknownNameError(LookupError):
+    """Raised for a name that is neither registered, an entry point nor a dotted path."""
+
+    def __init__(self, kind: str, name: str, choices: Iterable[str], scope: str = "") -> None:
+        self.kind = kind
+        self.name = name
+        self.choices = sorted(set(choices))
+        close = difflib.get_close_matches(name, self.choices, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        where = f" for {scope}" if scope else ""
+        super().__init__(
+            f"unknown {kind} {name!r}{where}.{hint} Valid choices: {', '.join(self.choices)}"
+            " (or a dotted path package.module:attribute)."
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class DottedPathError(ImportError):
+    """Raised when a dotted path does not import; the message says which part failed."""
+
+
+class FactoryError(TypeError):
+    """Raised when a factory rejects the keyword arguments it was given."""
+
+
+def build(factory: Callable[..., T], name: str, context: dict[str, Any], kwargs: dict[str, Any]) -> T:
+    """Call ``factory`` with user ``kwargs`` plus the ``context`` values its signature names.
+
+    This lets a plain class such as ``optuna.samplers.TPESampler`` receive ``seed`` and
+    ``n_startup_trials`` while a factory that does not declare them never sees them.
+    """
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        params = {}  # type: ignore[assignment]
+    call_kwargs = {key: value for key, value in context.items() if key in params}
+    call_kwargs.update(kwargs)
+    try:
+        return factory(**call_kwargs)
+    except TypeError as exc:
+        accepted = [p for p, v in params.items() if v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD)]
+        raise FactoryError(
+            f"{name!r} cannot be built with {sorted(kwargs) or 'no arguments'}: {exc}."
+            f" It accepts: {', '.join(accepted) or 'nothing'}"
+        ) from exc
+
+
+def import_dotted(path: str) -> Any:
+    """Return the object named by ``package.module:attr`` (or ``package.module.attr``).
+
+    Example::
+
+        import_dotted("optuna.samplers:TPESampler")
+    """
+    if ":" in path:
+        module_name, _, attr_path = path.partition(":")
+    else:
+        module_name, _, attr_path = path.rpartition(".")
+    if not module_name or not attr_path:
+        raise DottedPathError(f"{path!r} is not a dotted path of the form package.module:attribute")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise DottedPathError(f"cannot import module {module_name!r} of {path!r}: {exc}") from exc
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as exc:
+            raise DottedPathError(f"module {module_name!r} has no attribute {attr_path!r} (from {path!r})") from exc
+    return obj
+
+
+def looks_dotted(name: str) -> bool:
+    """Return True when ``name`` can only be meant as a dotted path, not a registered name."""
+    return ":" in name or "." in name
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """One registered name: the factory, which algorithms it serves and where it came from."""
+
+    name: str
+    obj: T
+    source: str
+    description: str
+    algos: frozenset[str] = frozenset({ANY_ALGO})
+
+    def serves(self, algo: str | None) -> bool:
+        return algo is None or ANY_ALGO in self.algos or algo in self.algos
+
+
+def first_doc_line(obj: Any) -> str:
+    """Return the first line of ``obj``'s docstring, or an empty string."""
+    doc = getattr(obj, "__doc__", None) or ""
+    lines = [line.strip() for line in doc.strip().splitlines()]
+    return lines[0] if lines else ""
+
+
+class Registry(Generic[T]):
+    """Maps names to factories for one kind of extension (search space, sampler, pruner).
+
+    ``builtins`` is called once, on first use, to register the built-in entries: this keeps
+    ``import zoo_ext`` free of heavy imports.
+    """
+
+    def __init__(self, kind: str, group: str, builtins: Callable[[Registry[T]], None] | None = None) -> None:
+        self.kind = kind
+        self.group = group
+        self._builtins = builtins
+        self._entries: dict[tuple[str, str], Entry[T]] = {}
+        self._lock = threading.RLock()
+        self._loaded = False
+
+    def register(
+        self,
+        name: str,
+        obj: T,
+        *,
+        algos: Iterable[str] | str | None = None,
+        source: str = "python",
+        description: str | None = None,
+    ) -> T:
+        """Register ``obj`` under ``name`` (for ``algos``, default every algorithm) and return it."""
+        if isinstance(algos, str):
+            algos = [algos]
+        algo_set = frozenset(algos) if algos else frozenset({ANY_ALGO})
+        entry = Entry(name, obj, source, description or first_doc_line(obj), algo_set)
+        with self._lock:
+            for algo in algo_set:
+                self._entries[(algo, name)] = entry
+        return obj
+
+    def _ensure_loaded(self) -> None:
+        with self._lock:
+            if self._loaded:
+                return
+            self._loaded = True
+            if self._builtins is not None:
+                self._builtins(self)
+            for ep in importlib.metadata.entry_points(group=self.group):
+                algo, _, name = ep.name.rpartition(".")
+                self._register_entry_point(ep, name, algo or ANY_ALGO)
+
+    def _register_entry_point(self, ep: importlib.metadata.EntryPoint, name: str, algo: str) -> None:
+        dist = ep.dist.name if ep.dist is not None else "?"
+        lazy = _LazyEntryPoint(ep)
+        self._entries.setdefault(
+            (algo, name),
+            Entry(name, lazy, f"entry point {ep.value} ({dist})", "", frozenset({algo})),  # type: ignore[arg-type]
+        )
+
+    def entries(self, algo: str | None = None) -> list[Entry[T]]:
+        """Return every entry serving ``algo`` (all entries when None), sorted by name."""
+        self._ensure_loaded()
+        with self._lock:
+            seen: dict[tuple[str, frozenset[str]], Entry[T]] = {}
+            for (_, name), entry in self._entries.items():
+                if entry.serves(algo):
+                    seen[(name, entry.algos)] = entry
+        return sorted((self._describe(e) for e in seen.values()), key=lambda e: (e.name, sorted(e.algos)))
+
+    def _describe(self, entry: Entry[T]) -> Entry[T]:
+        if isinstance(entry.obj, _LazyEntryPoint) and not entry.description:
+            try:
+                description = first_doc_line(entry.obj.load())
+            except Exception as exc:  # noqa: BLE001 - a broken plug-in must not break listing
+                description = f"(fails to load: {exc})"
+            return Entry(entry.name, entry.obj, entry.source, description, entry.algos)
+        return entry
+
+    def names(self, algo: str | None = None) -> list[str]:
+        """Return the sorted names available for ``algo``."""
+        return sorted({e.name for e in self.entries(algo)})
+
+    def get(self, name: str, algo: str | None = None) -> T:
+        """Return the factory for ``name``: registered, entry point, or dotted path.
+
+        Raises :class:`UnknownNameError` (with the valid names) or :class:`DottedPathError`.
+        """
+        self._ensure_loaded()
+        with self._lock:
+            entry = self._entries.get((algo, name)) if algo is not None else None
+            entry = entry or self._entries.get((ANY_ALGO, name))
+            if entry is None and algo is None:
+                entry = next((e for (_, n), e in self._entries.items() if n == name), None)
+        if entry is not None:
+            obj = entry.obj
+            return obj.load() if isinstance(obj, _LazyEntryPoint) else obj  # type: ignore[return-value]
+        if looks_dotted(name):
+            return import_dotted(name)  # type: ignore[no-any-return]
+        raise UnknownNameError(self.kind, name, self.names(algo), scope=f"--algo {algo}" if algo else "")
+
+    def check(self, name: str, algo: str | None = None) -> None:
+        """Raise like :meth:`get` if ``name`` does not resolve; load nothing heavy otherwise."""
+        self.get(name, algo)
+
+
+class _LazyEntryPoint:
+    """An entry point loaded only when its name is used."""
+
+    def __init__(self, ep: importlib.metadata.EntryPoint) -> None:
+        self.ep = ep
+        self._obj: Any = None
+
+    def load(self) -> Any:
+        if self._obj is None:
+            try:
+                self._obj = self.ep.load()
+            except ImportError as exc:
+                raise DottedPathError(
+                    f"entry point {self.ep.name!r} = {self.ep.value!r} does not import: {exc}"
+                ) from exc
+        return self._obj

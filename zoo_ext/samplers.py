@@ -1,0 +1,267 @@
+"""Optuna sampler factories: built-ins, ``auto``, ``hub:PACKAGE`` (OptunaHub, offline-first).
+
+A sampler factory is any callable returning an ``optuna.samplers.BaseSampler``. It receives the
+keyword arguments the user passed with ``--sampler-kwargs`` plus whichever of these its
+signature names: ``seed``, ``n_startup_trials``, ``directions``, ``space`` (a
+:class:`~zoo_ext.spaces._probe.SpaceInfo`) and ``hub_registry``. Example::
+
+    from optuna.samplers import TPESampler
+    from zoo_ext import register_sampler
+
+    @register_sampler("tpe-grouped")
+    def tpe_grouped(*, seed: int | None = None, n_startup_trials: int = 10) -> TPESampler:
+        \"\"\"Multivariate TPE that groups conditional parameters.\"\"\"
+        return TPESampler(seed=seed, n_startup_trials=n_startup_trials, multivariate=True, group=True)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import types
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from zoo_ext.registry import Registry, build
+
+if TYPE_CHECKING:
+    from optuna.samplers import BaseSampler
+
+    from zoo_ext.spaces._probe import SpaceInfo
+
+__all__ = [
+    "HUB_PREFIX",
+    "SAMPLERS",
+    "HubError",
+    "SamplerFactory",
+    "check_sampler_name",
+    "create_sampler",
+    "load_hub_package",
+    "register_sampler",
+]
+
+_logger = logging.getLogger(__name__)
+
+HUB_PREFIX = "hub:"
+SamplerFactory = Callable[..., "BaseSampler"]
+#: GP is picked by the offline ``auto`` fallback for all-numeric spaces up to this many parameters.
+GP_MAX_PARAMS = 10
+
+
+class HubError(RuntimeError):
+    """An OptunaHub package could not be loaded (not cached, no registry folder, no network)."""
+
+
+def _require(sampler: str, *modules: str) -> None:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ImportError(f"sampler {sampler!r} needs {', '.join(missing)}: pip install {' '.join(missing)}")
+
+
+def random(*, seed: int | None = None, **kwargs: Any) -> BaseSampler:
+    """Random search (optuna.samplers.RandomSampler)."""
+    from optuna.samplers import RandomSampler
+
+    return RandomSampler(seed=seed, **kwargs)
+
+
+def tpe(*, seed: int | None = None, n_startup_trials: int = 10, **kwargs: Any) -> BaseSampler:
+    """Multivariate TPE, as stock rl_zoo3 sets it up (optuna.samplers.TPESampler)."""
+    from optuna.samplers import TPESampler
+
+    kwargs.setdefault("multivariate", True)
+    return TPESampler(seed=seed, n_startup_trials=n_startup_trials, **kwargs)
+
+
+def cmaes(*, seed: int | None = None, n_startup_trials: int = 10, **kwargs: Any) -> BaseSampler:
+    """CMA-ES for numeric parameters; categorical ones go to random (needs cmaes)."""
+    _require("cmaes", "cmaes")
+    from optuna.samplers import CmaEsSampler
+
+    return CmaEsSampler(seed=seed, n_startup_trials=n_startup_trials, **kwargs)
+
+
+def gp(*, seed: int | None = None, n_startup_trials: int = 10, **kwargs: Any) -> BaseSampler:
+    """Gaussian-process Bayesian optimisation (needs scipy and torch)."""
+    _require("gp", "scipy", "torch")
+    from optuna.samplers import GPSampler
+
+    return GPSampler(seed=seed, n_startup_trials=n_startup_trials, **kwargs)
+
+
+def qmc(*, seed: int | None = None, **kwargs: Any) -> BaseSampler:
+    """Quasi-Monte Carlo (Sobol) sequence; give every worker the same --seed."""
+    from optuna.samplers import QMCSampler
+
+    return QMCSampler(seed=seed, **kwargs)
+
+
+def nsga2(*, seed: int | None = None, **kwargs: Any) -> BaseSampler:
+    """NSGA-II genetic algorithm, for one or several objectives."""
+    from optuna.samplers import NSGAIISampler
+
+    return NSGAIISampler(seed=seed, **kwargs)
+
+
+def nsga3(*, seed: int | None = None, **kwargs: Any) -> BaseSampler:
+    """NSGA-III genetic algorithm, for many objectives."""
+    from optuna.samplers import NSGAIIISampler
+
+    return NSGAIIISampler(seed=seed, **kwargs)
+
+
+def bruteforce(*, seed: int | None = None, **kwargs: Any) -> BaseSampler:
+    """Every combination of a discrete space (floats need a step)."""
+    from optuna.samplers import BruteForceSampler
+
+    return BruteForceSampler(seed=seed, **kwargs)
+
+
+def auto(
+    *,
+    seed: int | None = None,
+    n_startup_trials: int = 10,
+    directions: Sequence[str] = ("maximize",),
+    space: SpaceInfo | None = None,
+    hub_registry: str | None = None,
+    **kwargs: Any,
+) -> BaseSampler:
+    """OptunaHub's AutoSampler (offline from cache/--hub-registry), else zoo_ext's own choice."""
+    try:
+        module = load_hub_package("samplers/auto_sampler", hub_registry=hub_registry)
+    except HubError as exc:
+        sampler, why = _fallback(seed, n_startup_trials, directions, space)
+        _logger.warning("auto: %s; picked %s because %s", exc, type(sampler).__name__, why)
+        return sampler
+    _logger.info("auto: using OptunaHub AutoSampler from %s", module.__file__)
+    return module.AutoSampler(seed=seed, **kwargs)  # type: ignore[no-any-return]
+
+
+def _fallback(
+    seed: int | None, n_startup_trials: int, directions: Sequence[str], space: SpaceInfo | None
+) -> tuple[BaseSampler, str]:
+    if len(directions) > 1:
+        return nsga2(seed=seed), f"the study has {len(directions)} objectives"
+    if space is not None and space.distributions and not space.conditional and not space.categorical:
+        if len(space.distributions) <= GP_MAX_PARAMS:
+            return gp(seed=seed, n_startup_trials=n_startup_trials), (
+                f"the space is small and all-numeric: {space.describe()}"
+            )
+    why = f"the space has {space.describe()}" if space is not None else "the space is unknown"
+    return tpe(seed=seed, n_startup_trials=n_startup_trials, group=bool(space and space.conditional)), why
+
+
+def _builtins(registry: Registry[SamplerFactory]) -> None:
+    for factory in (random, tpe, cmaes, gp, qmc, nsga2, nsga3, bruteforce, auto):
+        registry.register(factory.__name__, factory, source="zoo_ext")
+
+
+SAMPLERS: Registry[SamplerFactory] = Registry("sampler", "zoo_ext.samplers", _builtins)
+
+
+def register_sampler(name: str, *, description: str | None = None) -> Callable[[SamplerFactory], SamplerFactory]:
+    """Return a decorator registering a sampler factory (or class) under ``name``."""
+
+    def decorator(factory: SamplerFactory) -> SamplerFactory:
+        return SAMPLERS.register(name, factory, description=description)
+
+    return decorator
+
+
+def _hub_package(spec: str) -> tuple[str, str | None]:
+    """Split ``hub:[category/]name[:Class]`` into (``category/name``, class name or None)."""
+    package, _, class_name = spec[len(HUB_PREFIX) :].partition(":")
+    if not package:
+        raise ValueError(f"{spec!r}: expected hub:PACKAGE, e.g. hub:samplers/auto_sampler")
+    if "/" not in package:
+        package = f"samplers/{package}"
+    return package, class_name or None
+
+
+def check_sampler_name(name: str) -> None:
+    """Raise if ``name`` is neither ``hub:...`` nor a resolvable sampler name."""
+    if name.startswith(HUB_PREFIX):
+        _hub_package(name)
+    else:
+        SAMPLERS.check(name)
+
+
+def hub_cache_dir(package: str) -> Path:
+    """Return where optunahub caches ``package`` from the public registry's main branch."""
+    from optunahub import _conf
+
+    return Path(_conf.cache_home(), "github.com", "optuna", "optunahub-registry", "main", "package", package)
+
+
+def load_hub_package(package: str, *, hub_registry: str | None = None) -> types.ModuleType:
+    """Return the OptunaHub module ``package`` (e.g. ``samplers/auto_sampler``).
+
+    Looks in ``hub_registry`` (a local registry folder) first, then optunahub's cache, and only
+    then on the network. Raises :class:`HubError` saying where it looked.
+    """
+    import optunahub
+
+    if hub_registry is not None:
+        root = Path(hub_registry)
+        if (root / package / "__init__.py").exists():
+            return optunahub.load_local_module(package, registry_root=str(root))
+        if (root / "package" / package / "__init__.py").exists():
+            return optunahub.load_local_module(package, registry_root=str(root / "package"))
+        raise HubError(f"OptunaHub package {package!r} not found in --hub-registry {hub_registry}")
+    cached = hub_cache_dir(package)
+    if cached.exists():
+        return optunahub.load_module(package)
+    if os.environ.get("ZOO_EXT_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
+        raise HubError(f"OptunaHub package {package!r} not cached at {cached} (ZOO_EXT_HUB_OFFLINE is set)")
+    try:
+        return optunahub.load_module(package)
+    except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise HubError(
+            f"OptunaHub package {package!r} is not cached at {cached} and the hub is unreachable ({first_line})"
+        ) from exc
+
+
+def _hub_factory(spec: str, hub_registry: str | None) -> SamplerFactory:
+    from optuna.samplers import BaseSampler
+
+    package, class_name = _hub_package(spec)
+    module = load_hub_package(package, hub_registry=hub_registry)
+    if class_name is not None:
+        try:
+            return getattr(module, class_name)  # type: ignore[no-any-return]
+        except AttributeError:
+            raise HubError(f"OptunaHub package {package!r} has no {class_name!r}") from None
+    names = getattr(module, "__all__", dir(module))
+    classes = [
+        getattr(module, n) for n in names
+        if isinstance(getattr(module, n, None), type) and issubclass(getattr(module, n), BaseSampler)
+    ]  # fmt: skip
+    if len(classes) != 1:
+        found = ", ".join(c.__name__ for c in classes) or "none"
+        raise HubError(f"OptunaHub package {package!r} exports {found} samplers: pick one with {spec}:ClassName")
+    return classes[0]  # type: ignore[no-any-return]
+
+
+def create_sampler(
+    name: str,
+    kwargs: dict[str, Any],
+    *,
+    seed: int | None,
+    n_startup_trials: int,
+    directions: Sequence[str],
+    space: SpaceInfo | None,
+    hub_registry: str | None,
+) -> BaseSampler:
+    """Return the sampler ``name`` built with ``kwargs`` and the study's context."""
+    factory = _hub_factory(name, hub_registry) if name.startswith(HUB_PREFIX) else SAMPLERS.get(name)
+    context = {
+        "seed": seed,
+        "n_startup_trials": n_startup_trials,
+        "directions": tuple(directions),
+        "space": space,
+        "hub_registry": hub_registry,
+    }
+    return build(factory, name, context, kwargs)

@@ -1,0 +1,137 @@
+"""Builds and runs the Optuna study of ``rl_zoo3.train -optimize`` (replaces the stock loop).
+
+Order of work: resolve the search space, probe it (a broken space exits before any training),
+build sampler and pruner, create or resume the study, run the trials, print the summary and
+write the stock report files (CSV and pickle).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import sys
+import time
+from typing import TYPE_CHECKING
+
+import optuna
+from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
+
+from zoo_ext import options, record, storage
+from zoo_ext.pruners import create_pruner
+from zoo_ext.registry import DottedPathError, FactoryError, UnknownNameError
+from zoo_ext.samplers import HubError, create_sampler
+from zoo_ext.spaces import SEARCH_SPACES
+from zoo_ext.spaces._probe import InvalidSearchSpaceError, probe_space
+from zoo_ext.trial import Objective, TrialFailed
+
+if TYPE_CHECKING:
+    from zoo_ext.zoo import ZooExperiment
+
+__all__ = ["create_study", "optimize"]
+
+_logger = logging.getLogger(__name__)
+
+#: Trial states that count towards ``--max-total-trials`` (as in stock rl_zoo3).
+COUNTED_STATES = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED)
+
+
+def create_study(exp: ZooExperiment) -> tuple[optuna.Study, Objective]:
+    """Return the (new or resumed) study and its objective; exit with status 2 on bad input."""
+    opts = exp.options
+    try:
+        space = SEARCH_SPACES.get(opts.search_space, exp.algo)
+        info = probe_space(
+            space, opts.search_space, exp.algo_class, exp.n_actions, exp.n_envs, exp.additional_args(), seed=exp.seed
+        )
+        sampler = create_sampler(
+            opts.sampler,
+            opts.sampler_kwargs,
+            seed=exp.seed,
+            n_startup_trials=exp.n_startup_trials,
+            directions=("maximize",),
+            space=info,
+            hub_registry=opts.hub_registry,
+        )
+        pruner = create_pruner(
+            opts.pruner, opts.pruner_kwargs, n_startup_trials=exp.n_startup_trials, n_evaluations=exp.n_evaluations
+        )
+    except (InvalidSearchSpaceError, UnknownNameError, DottedPathError, FactoryError, HubError, ImportError) as exc:
+        options.exit_with_error(exc)
+    if exp.verbose > 0:
+        print(
+            f"Search space: {opts.search_space} ({info.describe()}) - Sampler: {type(sampler).__name__}"
+            f" - Pruner: {type(pruner).__name__}"
+        )
+    study = optuna.create_study(
+        sampler=sampler,
+        pruner=pruner,
+        storage=storage.open_storage(exp.storage),
+        study_name=exp.study_name,
+        load_if_exists=True,
+        direction="maximize",
+    )
+    if "command" not in study.user_attrs:
+        study.set_user_attr("command", storage.redact(" ".join(sys.orig_argv)))
+        study.set_user_attr("algo", exp.algo)
+        study.set_user_attr("env_id", exp.env_id)
+        study.set_user_attr("zoo_config", exp.config)
+        study.set_user_attr("zoo_ext_options", options.as_dict(opts))
+    return study, Objective(exp, space, opts.search_space)
+
+
+def optimize(exp: ZooExperiment) -> None:
+    """Run the study with the zoo's budget flags, then print and write the stock report."""
+    if exp.verbose > 0:
+        print("Optimizing hyperparameters")
+    if exp.storage is not None and exp.study_name is None:
+        _logger.warning("--storage without --study-name: reuse the generated study name to resume this study")
+    study, objective = create_study(exp)
+    run_kwargs = {"n_jobs": exp.n_jobs, "gc_after_trial": True, "catch": (TrialFailed,)}
+    try:
+        if exp.max_total_trials is not None:
+            if len(study.get_trials(states=COUNTED_STATES)) < exp.max_total_trials:
+                study.optimize(
+                    objective, callbacks=[MaxTrialsCallback(exp.max_total_trials, states=COUNTED_STATES)], **run_kwargs
+                )
+        else:
+            study.optimize(objective, n_trials=exp.n_trials, **run_kwargs)
+    except KeyboardInterrupt:
+        _logger.warning("Interrupted: the study is saved and can be resumed with the same --storage/--study-name")
+    summarize(study, exp)
+
+
+def summarize(study: optuna.Study, exp: ZooExperiment) -> None:
+    """Print the best trial and write the report CSV and pickle, as stock rl_zoo3 does."""
+    print("Number of finished trials: ", len(study.trials))
+    states = {state.name: len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
+    print("Trial states: ", ", ".join(f"{name}={n}" for name, n in states.items() if n))
+    if states["COMPLETE"]:
+        trial = study.best_trial
+        print(f"Best trial: {trial.number}")
+        print("Value: ", trial.value)
+        print("Params: ")
+        for key, value in trial.params.items():
+            print(f"    {key}: {value}")
+        print("Hyperparams: ")
+        for key, value in trial.user_attrs.get(record.RECORD_ATTR, {}).items():
+            print(f"    {key}: {value}")
+    else:
+        print("No trial completed.")
+    opts = exp.options
+    report_name = (
+        (f"report_{exp.env_id}_{exp.n_trials}-trials-{exp.n_timesteps}-{opts.sampler}-{opts.pruner}_{int(time.time())}")
+        .replace(":", "_")
+        .replace("/", "_")
+    )
+    log_path = os.path.join(exp.log_folder, exp.algo, report_name)
+    if exp.verbose:
+        print(f"Writing report to {log_path}")
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    study.trials_dataframe().to_csv(f"{log_path}.csv")
+    try:
+        with open(f"{log_path}.pkl", "wb+") as f:
+            pickle.dump(study, f)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        _logger.warning("The study object cannot be pickled (%s); load it from its storage instead", exc)

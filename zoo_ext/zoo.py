@@ -1,0 +1,266 @@
+"""The only module that touches rl_zoo3 internals.
+
+zoo_ext plugs into the unchanged ``python -m rl_zoo3.train`` by patching three methods of
+``rl_zoo3.exp_manager.ExperimentManager`` and the ``argparse`` reference of ``rl_zoo3.train``.
+Everything else in zoo_ext reads the experiment through :class:`ZooExperiment`, a facade over
+the manager's attributes. ``TOUCHED`` lists every internal name used here; a test checks each
+one against the installed rl_zoo3 so an upstream change fails loudly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import types
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.vec_env import VecEnv
+
+    from zoo_ext.options import ZooOptions
+
+__all__ = ["TOUCHED", "ZooExperiment", "install", "is_installed", "patch_train_module"]
+
+_logger = logging.getLogger(__name__)
+
+#: Module-level names of rl_zoo3 that zoo_ext reads or patches.
+TOUCHED_MODULE_NAMES: dict[str, tuple[str, ...]] = {
+    "rl_zoo3.exp_manager": ("ExperimentManager",),
+    "rl_zoo3.hyperparams_opt": ("HYPERPARAMS_SAMPLER", "HYPERPARAMS_CONVERTER"),
+    "rl_zoo3.utils": ("ALGOS", "StoreDict", "get_callback_list"),
+    "rl_zoo3.train": ("argparse", "train"),
+}
+#: ExperimentManager methods zoo_ext replaces (each wraps or reimplements the stock one).
+PATCHED_METHODS = ("read_hyperparameters", "hyperparameters_optimization", "_save_config")
+#: ExperimentManager methods and instance attributes ZooExperiment reads after ``setup_experiment``.
+TOUCHED_ATTRIBUTES = (
+    "algo", "env_name", "seed", "n_envs", "n_actions", "_hyperparams", "n_timesteps", "n_evaluations",
+    "n_eval_episodes", "n_eval_envs", "deterministic_eval", "device", "verbose", "specified_callbacks",
+    "storage", "study_name", "n_trials", "max_total_trials", "n_jobs", "n_startup_trials",
+    "log_folder", "optimization_log_path", "no_optim_plots", "args", "trial_id", "custom_hyperparams",
+    "params_path", "create_envs",
+)  # fmt: skip
+TOUCHED = (TOUCHED_MODULE_NAMES, PATCHED_METHODS, TOUCHED_ATTRIBUTES)
+
+_ORIGINALS: dict[str, Callable[..., Any]] = {}
+_PATCHED_FLAG = "__zoo_ext_patched__"
+
+
+def is_installed() -> bool:
+    """Return True once the ExperimentManager patches are in place."""
+    em = sys.modules.get("rl_zoo3.exp_manager")
+    return em is not None and getattr(em.ExperimentManager, _PATCHED_FLAG, False)
+
+
+def install() -> None:
+    """Patch ExperimentManager and the running train module; idempotent."""
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    if not getattr(ExperimentManager, _PATCHED_FLAG, False):
+        for name in PATCHED_METHODS:
+            _ORIGINALS[name] = getattr(ExperimentManager, name)
+        # read_hyperparameters: strip the `zoo_ext:` block, resolve options, load --trial-id records.
+        ExperimentManager.read_hyperparameters = _read_hyperparameters  # type: ignore[method-assign]
+        # hyperparameters_optimization: the whole study runs through zoo_ext.study.
+        ExperimentManager.hyperparameters_optimization = _hyperparameters_optimization  # type: ignore[method-assign]
+        # _save_config: also write hyperparams.json, and redact passwords in command.txt.
+        ExperimentManager._save_config = _save_config  # type: ignore[method-assign]
+        setattr(ExperimentManager, _PATCHED_FLAG, True)
+    main = sys.modules.get("__main__")
+    if main is not None and getattr(getattr(main, "__spec__", None), "name", None) == "rl_zoo3.train":
+        patch_train_module(main)
+    if "rl_zoo3.train" in sys.modules:
+        patch_train_module(sys.modules["rl_zoo3.train"])
+
+
+def patch_train_module(module: types.ModuleType) -> None:
+    """Make ``train()`` in ``module`` build zoo_ext's parser (rl_zoo3.train creates it inline)."""
+    if getattr(module, "argparse", None) is argparse:
+        shim = types.ModuleType("argparse")
+        shim.__dict__.update(argparse.__dict__)
+        shim.ArgumentParser = ZooArgumentParser  # type: ignore[attr-defined]
+        module.argparse = shim  # type: ignore[attr-defined]
+
+
+class ZooArgumentParser(argparse.ArgumentParser):
+    """The stock parser plus zoo_ext's options; ``--sampler``/``--pruner`` take any registered name."""
+
+    _zoo_ext_added = False
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        if args and args[-1] in ("--sampler", "--pruner"):
+            kwargs.pop("choices", None)
+            kwargs["default"] = None
+            kwargs["help"] = f"{kwargs.get('help', '')} (zoo_ext: any name from `python -m zoo_ext list`)"
+        return super().add_argument(*args, **kwargs)
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        if not self._zoo_ext_added:
+            from zoo_ext import options
+
+            self._zoo_ext_added = True
+            options.add_arguments(self, store_dict_action())
+        return super().parse_known_args(args, namespace)
+
+
+def store_dict_action() -> type[argparse.Action]:
+    """Return rl_zoo3's ``key:value`` argparse action, so zoo_ext flags parse like ``-params``."""
+    from rl_zoo3.utils import StoreDict
+
+    return StoreDict  # type: ignore[no-any-return]
+
+
+def zoo_search_spaces() -> dict[str, Callable[..., dict[str, Any]]]:
+    """Return rl_zoo3's built-in search space per algorithm (``HYPERPARAMS_SAMPLER``)."""
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_SAMPLER
+
+    return dict(HYPERPARAMS_SAMPLER)
+
+
+def zoo_converter(algo: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """Return rl_zoo3's params → kwargs converter for ``algo``, for studies made without zoo_ext."""
+    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER
+
+    return HYPERPARAMS_CONVERTER[algo]  # type: ignore[no-any-return]
+
+
+def algo_classes() -> dict[str, type[BaseAlgorithm]]:
+    """Return rl_zoo3's algorithm table (name → SB3/sb3-contrib class)."""
+    from rl_zoo3.utils import ALGOS
+
+    return dict(ALGOS)
+
+
+def default_config_path(algo: str) -> Path:
+    """Return the hyperparams YAML rl_zoo3 reads for ``algo`` when no ``--conf-file`` is given."""
+    import rl_zoo3
+
+    return Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml"
+
+
+def _read_hyperparameters(self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    from zoo_ext import options, record
+
+    trial_id = self.trial_id
+    self.trial_id = None  # stock checks truthiness (ignores trial 0) and knows only zoo param names
+    try:
+        hyperparams, saved = _ORIGINALS["read_hyperparameters"](self)
+    finally:
+        self.trial_id = trial_id
+    block = hyperparams.pop(options.YAML_KEY, None)
+    saved.pop(options.YAML_KEY, None)
+    try:
+        self._zoo_ext_options = options.resolve(self.args, block, algo=self.algo)
+        self._zoo_ext_config = record.plain(dict(saved))
+        if self.storage and self.study_name and trial_id is not None:
+            from zoo_ext import storage
+
+            study = storage.load_study(self.storage, self.study_name)
+            merged = record.merge(hyperparams, record.trial_hyperparams(study, trial_id, self.algo))
+            hyperparams.clear()
+            hyperparams.update(merged, **(self.custom_hyperparams or {}))
+            saved = OrderedDict((key, hyperparams[key]) for key in sorted(hyperparams))
+            _logger.info("Loaded trial %d of study %r: %s", trial_id, self.study_name, record.plain(saved))
+    except (options.OptionError, record.RecordError, KeyError) as exc:
+        options.exit_with_error(exc)
+    return hyperparams, saved
+
+
+def _hyperparameters_optimization(self: Any) -> None:
+    from zoo_ext import study
+
+    study.optimize(ZooExperiment(self))
+
+
+def _save_config(self: Any, saved_hyperparams: dict[str, Any]) -> None:
+    from zoo_ext import record, storage
+
+    _ORIGINALS["_save_config"](self, saved_hyperparams)
+    params_path = Path(self.params_path)
+    command = params_path / "command.txt"
+    if command.exists():
+        command.write_text(storage.redact(command.read_text()))
+    (params_path / "hyperparams.json").write_text(
+        json.dumps(record.encode(self._hyperparams), indent=2, sort_keys=True)
+    )
+
+
+class ZooExperiment:
+    """Read-only view of a set-up ``ExperimentManager``: everything a study and a trial need."""
+
+    def __init__(self, manager: Any) -> None:
+        self._m = manager
+        self.options: ZooOptions = manager._zoo_ext_options
+        self.config: dict[str, Any] = manager._zoo_ext_config
+        self.algo: str = manager.algo
+        self.env_id: str = manager.env_name.gym_id
+        self.seed: int = manager.seed
+        self.n_envs: int = 1 if manager.algo == "ars" else manager.n_envs
+        self.n_actions: int = manager.n_actions
+        self.n_timesteps: int = manager.n_timesteps
+        self.n_evaluations: int = manager.n_evaluations
+        self.n_eval_episodes: int = manager.n_eval_episodes
+        self.n_eval_envs: int = manager.n_eval_envs
+        self.deterministic_eval: bool = manager.deterministic_eval
+        self.device: Any = manager.device
+        self.verbose: int = manager.verbose
+        self.storage: str | None = manager.storage
+        self.study_name: str | None = manager.study_name
+        self.n_trials: int = manager.n_trials
+        self.max_total_trials: int | None = manager.max_total_trials
+        self.n_jobs: int = manager.n_jobs
+        self.n_startup_trials: int = manager.n_startup_trials
+        self.log_folder: str = manager.log_folder
+        self.optimization_log_path: str | None = manager.optimization_log_path
+        self.no_optim_plots: bool = manager.no_optim_plots
+        self.args: argparse.Namespace = manager.args
+
+    @property
+    def algo_class(self) -> type[BaseAlgorithm]:
+        return algo_classes()[self.algo]
+
+    def base_kwargs(self) -> dict[str, Any]:
+        """Return a copy of the env's preprocessed constructor kwargs (before sampling)."""
+        return dict(self._m._hyperparams)
+
+    def additional_args(self) -> dict[str, Any]:
+        """Return the zoo's ``additional_args`` for a search space (HER replay buffer info)."""
+        from stable_baselines3 import HerReplayBuffer
+
+        kwargs = self._m._hyperparams
+        return {
+            "using_her_replay_buffer": kwargs.get("replay_buffer_class") == HerReplayBuffer,
+            "her_kwargs": kwargs.get("replay_buffer_kwargs", {}),
+        }
+
+    def make_env(self, n_envs: int, *, eval_env: bool = False) -> VecEnv:
+        """Return a new VecEnv built exactly as the zoo builds it for trials."""
+        if eval_env:
+            return self._m.create_envs(n_envs=n_envs, eval_env=True)  # type: ignore[no-any-return]
+        return self._m.create_envs(n_envs, no_log=True)  # type: ignore[no-any-return]
+
+    def extra_callbacks(self) -> list[BaseCallback]:
+        """Return fresh instances of the callbacks the env's config asks for."""
+        from rl_zoo3.utils import get_callback_list
+
+        return get_callback_list({"callback": self._m.specified_callbacks})  # type: ignore[no-any-return]
+
+    def learn_kwargs(self, model: BaseAlgorithm) -> dict[str, Any]:
+        """Return extra ``learn()`` kwargs the zoo passes (ARS evaluates its population in parallel)."""
+        if self.algo != "ars" or self._m.n_envs <= 1:
+            return {}
+        from sb3_contrib.common.vec_env import AsyncEval
+
+        n_envs = self._m.n_envs
+        return {
+            "async_eval": AsyncEval(
+                [lambda: self._m.create_envs(n_envs=1, no_log=True) for _ in range(n_envs)], model.policy
+            )
+        }
