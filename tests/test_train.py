@@ -39,7 +39,7 @@ def test_stock_command_runs_study_through_zoo_ext(
     assert f"Sampler: {sampler_class}" in proc.stdout
     assert f"Pruner: {pruner_class}" in proc.stdout
     if sampler == "auto":
-        assert "auto: OptunaHub package 'samplers/auto_sampler' not cached" in proc.stderr
+        assert "auto: OptunaHub package 'samplers/auto_sampler' is not cached" in proc.stderr
         assert "picked TPESampler because the space has 9 parameters (1 categorical" in proc.stderr
     study = load(workdir)
     assert len(study.trials) == 2

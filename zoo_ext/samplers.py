@@ -214,7 +214,7 @@ def load_hub_package(package: str, *, hub_registry: str | None = None) -> types.
     if cached.exists():
         return optunahub.load_module(package)
     if os.environ.get("ZOO_EXT_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
-        raise HubError(f"OptunaHub package {package!r} not cached at {cached} (ZOO_EXT_HUB_OFFLINE is set)")
+        raise HubError(f"OptunaHub package {package!r} is not cached at {cached} (ZOO_EXT_HUB_OFFLINE is set)")
     try:
         return optunahub.load_module(package)
     except Exception as exc:

@@ -1,0 +1,41 @@
+"""Bad names exit with status 2 before any environment is built, listing the valid choices."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import STOCK, optimize_args, run
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--search-space", "zo"], "unknown search space 'zo' for --algo ppo. Did you mean 'zoo'? Valid choices: zoo"),
+        (["--sampler", "tpee"], "unknown sampler 'tpee'. Did you mean 'tpe'? Valid choices: auto, bruteforce, cmaes"),
+        (["--pruner", "hyperbnd"], "unknown pruner 'hyperbnd'. Did you mean 'hyperband'? Valid choices: halving"),
+        (["--sampler", "optuna.samplers:NoSuchSampler"], "module 'optuna.samplers' has no attribute 'NoSuchSampler'"),
+        (["--search-space", "no_such_pkg.spaces:f"], "cannot import module 'no_such_pkg.spaces'"),
+        (["--pruner", "threshold"], "the threshold pruner needs --pruner-kwargs lower:VALUE and/or upper:VALUE"),
+        (["--sampler", "tpe", "--sampler-kwargs", "bogus:1"], "'tpe' cannot be built with ['bogus']"),
+        (["--sampler", "hub:nothing_here"], "OptunaHub package 'samplers/nothing_here' is not cached"),
+    ],
+)
+def test_bad_input_exits_2_before_training(workdir: Path, flags: list[str], expected: str) -> None:
+    args = optimize_args("ppo", "CartPole-v1", n=128, trials=1)
+    proc = run([*STOCK, *args, *flags], workdir, check=False, env={"ZOO_EXT_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert expected in proc.stderr
+    assert not (workdir / "study.log").exists()
+
+
+def test_bad_yaml_block_key(workdir: Path) -> None:
+    conf = workdir / "conf.yml"
+    conf.write_text("CartPole-v1:\n  n_timesteps: 1000\n  policy: MlpPolicy\n  zoo_ext: {sampelr: random}\n")
+    args = [*optimize_args("ppo", "CartPole-v1", n=128, trials=1), "--conf-file", str(conf)]
+    proc = run([*STOCK, *args], workdir, check=False)
+    assert proc.returncode == 2
+    assert "unknown key(s) 'sampelr' in the 'zoo_ext' block. Valid keys: hub_registry, pruner" in proc.stderr
+    assert not (workdir / "logs").exists()

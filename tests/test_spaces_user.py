@@ -1,0 +1,104 @@
+"""User search spaces: by decorator, entry point and dotted path; bad spaces fail before training."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import STOCK, load, optimize_args, run
+
+pytestmark = pytest.mark.slow
+
+SPACES = textwrap.dedent(
+    '''
+    import math
+
+    import optuna
+    from zoo_ext import register_search_space
+
+
+    @register_search_space("ppo", "lr-only")
+    def lr_only(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict:
+        """PPO: learning rate and n_steps only."""
+        return {
+            "learning_rate": trial.suggest_float("lr", 1e-4, 1e-3, log=True),
+            "n_steps": trial.suggest_categorical("n_steps", [32, 64]),
+        }
+
+
+    def gamma_only(trial, n_actions, n_envs, additional_args):
+        """Gamma only (for the entry point and dotted-path tests)."""
+        return {"gamma": 1 - trial.suggest_float("one_minus_gamma_x", 0.001, 0.1, log=True), "n_steps": 64}
+
+
+    def bad_key(trial, n_actions, n_envs, additional_args):
+        return {"learning_rate": trial.suggest_float("lr", 1e-4, 1e-3), "not_a_ppo_kwarg": 1}
+
+
+    def nan_first(trial, n_actions, n_envs, additional_args):
+        """Trial 0 trains with a NaN learning rate and diverges."""
+        lr = trial.suggest_float("lr", 1e-4, 1e-3)
+        return {"learning_rate": math.nan if trial.number == 0 else lr, "n_steps": 64}
+    '''
+)
+
+
+@pytest.fixture
+def user_site(workdir: Path) -> Path:
+    """A folder on PYTHONPATH with the user's module and a tiny installed distribution."""
+    site = workdir / "site"
+    site.mkdir()
+    (site / "myspaces.py").write_text(SPACES)
+    dist = site / "myspaces_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myspaces-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[zoo_ext.search_spaces]\nppo.gamma-ep = myspaces:gamma_only\n")
+    return site
+
+
+def _env(site: Path) -> dict[str, str]:
+    return {"PYTHONPATH": str(site)}
+
+
+@pytest.mark.parametrize(
+    ("how", "extra", "params"),
+    [
+        ("decorator", ["--search-space", "lr-only", "--gym-packages", "myspaces"], {"lr", "n_steps"}),
+        ("entry point", ["--search-space", "gamma-ep"], {"one_minus_gamma_x"}),
+        ("dotted path", ["--search-space", "myspaces:gamma_only"], {"one_minus_gamma_x"}),
+    ],
+)
+def test_user_space_is_the_one_sampled(
+    workdir: Path, user_site: Path, how: str, extra: list[str], params: set[str]
+) -> None:
+    args = [*optimize_args("ppo", "CartPole-v1", n=128, trials=2), "--sampler", "random", "--pruner", "none"]
+    run([*STOCK, *args, *extra, "-params", "n_envs:1"], workdir, env=_env(user_site))
+    study = load(workdir)
+    assert [set(t.params) for t in study.trials] == [params, params]
+    name = extra[1]
+    assert all(t.user_attrs["search_space"] == name for t in study.trials)
+
+
+def test_list_shows_entry_point_and_registered_spaces(workdir: Path, user_site: Path) -> None:
+    out = run(["python", "-m", "zoo_ext", "list", "--algo", "ppo"], workdir, env=_env(user_site)).stdout
+    assert "gamma-ep [ppo]" in out and "entry point myspaces:gamma_only (myspaces-plugin)" in out
+    assert "Gamma only (for the entry point and dotted-path tests)." in out
+    assert "zoo [ppo]" in out and "tpe" in out and "wilcoxon" in out
+
+
+def test_space_with_unknown_key_fails_before_training(workdir: Path, user_site: Path) -> None:
+    args = optimize_args("ppo", "CartPole-v1", n=128, trials=1)
+    proc = run([*STOCK, *args, "--search-space", "myspaces:bad_key"], workdir, env=_env(user_site), check=False)
+    assert proc.returncode == 2
+    assert "'not_a_ppo_kwarg', which PPO does not accept" in proc.stderr
+    assert not (workdir / "study.log").exists()
+
+
+def test_diverging_trial_is_recorded_not_fatal(workdir: Path, user_site: Path) -> None:
+    args = [*optimize_args("ppo", "CartPole-v1", n=128, trials=2), "--sampler", "random", "--pruner", "none"]
+    run([*STOCK, *args, "--search-space", "myspaces:nan_first", "-params", "n_envs:1"], workdir, env=_env(user_site))
+    first, second = load(workdir).trials
+    assert first.state.name == "FAIL"
+    assert first.user_attrs["fail_reason"].startswith(("training failed", "diverged"))
+    assert second.state.name == "COMPLETE"
