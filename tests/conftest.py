@@ -38,9 +38,8 @@ def run(
         list(cmd), cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
     )
     if check and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
-        )
+        output = f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{output}")
     return proc
 
 

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up (scripts/setup.sh) and run the whole test suite on 2 processes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+bash scripts/setup.sh
+"$PYTHON" -m ruff check zoo_ext tests
+"$PYTHON" -m pytest -n 2 -p no:benchmark "$@"

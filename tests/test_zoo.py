@@ -1,0 +1,78 @@
+"""Everything zoo_ext touches in rl_zoo3 still exists in the installed version."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import inspect
+import sys
+
+from zoo_ext import zoo
+
+
+def test_touched_module_names_exist() -> None:
+    for module_name, names in zoo.TOUCHED_MODULE_NAMES.items():
+        module = importlib.import_module(module_name)
+        missing = [name for name in names if not hasattr(module, name)]
+        assert not missing, f"rl_zoo3 changed: {module_name} no longer has {missing}"
+
+
+def test_patched_methods_exist_with_stock_signatures() -> None:
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    original = getattr(zoo, "_ORIGINALS", {})
+    for name in zoo.PATCHED_METHODS:
+        method = original.get(name, getattr(ExperimentManager, name))
+        params = list(inspect.signature(method).parameters)
+        assert params[0] == "self", name
+    assert list(inspect.signature(original.get("_save_config", ExperimentManager._save_config)).parameters) == [
+        "self",
+        "saved_hyperparams",
+    ]
+
+
+def test_train_builds_its_parser_from_module_argparse() -> None:
+    import rl_zoo3.train
+
+    source = inspect.getsource(rl_zoo3.train.train)
+    assert "argparse.ArgumentParser()" in source, "rl_zoo3.train no longer builds its parser inline"
+    assert "--sampler" in source and "--pruner" in source
+
+
+def test_experiment_manager_has_every_attribute_read(tmp_path) -> None:
+    from rl_zoo3.exp_manager import ExperimentManager
+
+    args = argparse.Namespace(search_space=None, sampler=None, sampler_kwargs=None, pruner=None,
+                              pruner_kwargs=None, hub_registry=None)  # fmt: skip
+    manager = ExperimentManager(
+        args, "ppo", "CartPole-v1", str(tmp_path), n_timesteps=100, optimize_hyperparameters=True, n_evaluations=1
+    )
+    zoo.install()
+    assert manager.setup_experiment() is None
+    missing = [name for name in zoo.TOUCHED_ATTRIBUTES if not hasattr(manager, name)]
+    assert not missing, f"rl_zoo3 changed: ExperimentManager has no {missing}"
+    experiment = zoo.ZooExperiment(manager)
+    assert experiment.env_id == "CartPole-v1" and experiment.options.search_space == "zoo"
+    assert experiment.base_kwargs()["policy"] == "MlpPolicy"
+    env = experiment.make_env(1)
+    assert env.num_envs == 1
+    env.close()
+
+
+def test_hook_is_armed_but_heavy_modules_are_not_imported() -> None:
+    import subprocess
+
+    code = "import sys; print(sorted(m for m in sys.modules if m.startswith(('zoo_ext', 'optuna', 'rl_zoo3'))))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env={}).stdout
+    assert out.strip() == "['zoo_ext', 'zoo_ext._startup']"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"ZOO_EXT_DISABLE": "1"}
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_stock_help_lists_zoo_ext_options() -> None:
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-m", "rl_zoo3.train", "--help"], capture_output=True, text=True).stdout
+    assert "--search-space" in out and "--sampler-kwargs" in out and "--hub-registry" in out
