@@ -5,4 +5,5 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 bash scripts/setup.sh
 "$PYTHON" -m ruff check zoo_ext tests
+"$PYTHON" -m mypy
 "$PYTHON" -m pytest -n 2 -p no:benchmark "$@"

@@ -29,14 +29,15 @@ def open_storage(storage: str | None) -> str | BaseStorage | None:
     """
     if storage is None or not storage.endswith(".log"):
         return storage
-    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
 
     Path(storage).parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage))
+    return JournalStorage(JournalFileBackend(storage))
 
 
 def load_study(storage: str, study_name: str) -> optuna.Study:
     """Return the existing study ``study_name`` from a ``--storage`` value."""
     import optuna
 
-    return optuna.load_study(storage=open_storage(storage), study_name=study_name)
+    return optuna.load_study(storage=open_storage(storage) or storage, study_name=study_name)

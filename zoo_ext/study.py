@@ -88,15 +88,22 @@ def optimize(exp: ZooExperiment) -> None:
     if exp.storage is not None and exp.study_name is None:
         _logger.warning("--storage without --study-name: reuse the generated study name to resume this study")
     study, objective = create_study(exp)
-    run_kwargs = {"n_jobs": exp.n_jobs, "gc_after_trial": True, "catch": (TrialFailed,)}
+    n_trials: int | None = exp.n_trials
+    callbacks = []
+    if exp.max_total_trials is not None:
+        # Count running trials too, otherwise workers overshoot the total (stock rl_zoo3 does the same).
+        n_trials = None if len(study.get_trials(states=COUNTED_STATES)) < exp.max_total_trials else 0
+        callbacks.append(MaxTrialsCallback(exp.max_total_trials, states=COUNTED_STATES))
     try:
-        if exp.max_total_trials is not None:
-            if len(study.get_trials(states=COUNTED_STATES)) < exp.max_total_trials:
-                study.optimize(
-                    objective, callbacks=[MaxTrialsCallback(exp.max_total_trials, states=COUNTED_STATES)], **run_kwargs
-                )
-        else:
-            study.optimize(objective, n_trials=exp.n_trials, **run_kwargs)
+        if n_trials != 0:
+            study.optimize(
+                objective,
+                n_trials=n_trials,
+                n_jobs=exp.n_jobs,
+                callbacks=callbacks,
+                gc_after_trial=True,
+                catch=(TrialFailed,),
+            )
     except KeyboardInterrupt:
         _logger.warning("Interrupted: the study is saved and can be resumed with the same --storage/--study-name")
     summarize(study, exp)

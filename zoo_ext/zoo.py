@@ -101,7 +101,9 @@ class ZooArgumentParser(argparse.ArgumentParser):
             kwargs["help"] = f"{kwargs.get('help', '')} (zoo_ext: any name from `python -m zoo_ext list`)"
         return super().add_argument(*args, **kwargs)
 
-    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+    def parse_known_args(  # type: ignore[override]
+        self, args: Any = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
         if not self._zoo_ext_added:
             from zoo_ext import options
 

@@ -22,10 +22,10 @@ class InvalidSearchSpaceError(ValueError):
 
 def accepted_kwargs(algo_class: type) -> frozenset[str] | None:
     """Return the keyword arguments ``algo_class`` accepts (None when it takes ``**kwargs``)."""
-    params = inspect.signature(algo_class.__init__).parameters.values()
+    params = inspect.signature(algo_class).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
-    return frozenset(p.name for p in params if p.name not in {"self", "env"})
+    return frozenset(p.name for p in params if p.name != "env")
 
 
 def check_keys(keys: Iterable[str], algo_class: type, space_name: str) -> None:
