@@ -12,14 +12,21 @@ from zoo_ext._startup import on_package_import as _on_package_import
 if TYPE_CHECKING:
     from zoo_ext.pruners import register_pruner
     from zoo_ext.samplers import register_sampler
-    from zoo_ext.spaces import register_search_space
+    from zoo_ext.spaces import register_search_space, register_search_space_file
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "register_pruner", "register_sampler", "register_search_space"]
+__all__ = [
+    "__version__",
+    "register_pruner",
+    "register_sampler",
+    "register_search_space",
+    "register_search_space_file",
+]
 
 _LAZY = {
     "register_search_space": "zoo_ext.spaces",
+    "register_search_space_file": "zoo_ext.spaces",
     "register_sampler": "zoo_ext.samplers",
     "register_pruner": "zoo_ext.pruners",
 }

@@ -55,6 +55,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("pruner", "--pruner", "median", "Optuna pruner: name or dotted path", stock=True),
     Option("pruner_kwargs", "--pruner-kwargs", {}, "Pruner keyword arguments (key:value ...)", kind="dict"),
     Option(
+        "warm_start",
+        "--warm-start",
+        False,
+        "Enqueue rl_zoo3's tuned hyperparameters for this env/algo as trial 0 (what the space can represent)",
+        kind="flag",
+    ),
+    Option(
         "hub_registry",
         "--hub-registry",
         None,
@@ -74,6 +81,7 @@ class ZooOptions:
     pruner: str = "median"
     pruner_kwargs: dict[str, Any] = field(default_factory=dict)
     hub_registry: str | None = None
+    warm_start: bool = False
 
 
 def add_arguments(parser: argparse.ArgumentParser, store_dict: type[argparse.Action]) -> None:
@@ -84,6 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser, store_dict: type[argparse.Act
             continue
         if option.kind == "dict":
             group.add_argument(option.flag, dest=option.dest, type=str, nargs="+", action=store_dict, help=option.help)
+        elif option.kind == "flag":
+            group.add_argument(option.flag, dest=option.dest, action="store_true", default=None, help=option.help)
         else:
             group.add_argument(option.flag, dest=option.dest, type=str, default=None, help=option.help)
 
@@ -117,6 +127,9 @@ def resolve(args: argparse.Namespace, block: Any, *, algo: str) -> ZooOptions:
             if not isinstance(value, Mapping):
                 raise OptionError(f"{option.dest} must be a mapping of keyword arguments, got {value!r}")
             value = dict(value)
+        elif option.kind == "flag":
+            if not isinstance(value, bool):
+                raise OptionError(f"{option.dest} must be true or false, got {value!r}")
         elif value is not None and not isinstance(value, str):
             raise OptionError(f"{option.dest} must be a string, got {value!r}")
         values[option.dest] = value
@@ -131,12 +144,13 @@ def check(options: ZooOptions, *, algo: str) -> None:
     from zoo_ext.registry import DottedPathError, UnknownNameError
     from zoo_ext.samplers import check_sampler_name
     from zoo_ext.spaces import SEARCH_SPACES
+    from zoo_ext.spaces._probe import InvalidSearchSpaceError
 
     try:
         SEARCH_SPACES.check(options.search_space, algo)
         check_sampler_name(options.sampler)
         PRUNERS.check(options.pruner)
-    except (UnknownNameError, DottedPathError) as exc:
+    except (UnknownNameError, DottedPathError, InvalidSearchSpaceError) as exc:
         raise OptionError(str(exc)) from exc
 
 

@@ -139,10 +139,18 @@ class Registry(Generic[T]):
     ``import zoo_ext`` free of heavy imports.
     """
 
-    def __init__(self, kind: str, group: str, builtins: Callable[[Registry[T]], None] | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        group: str,
+        builtins: Callable[[Registry[T]], None] | None = None,
+        special: Callable[[str, str | None], T | None] | None = None,
+    ) -> None:
         self.kind = kind
         self.group = group
         self._builtins = builtins
+        #: Resolves name forms of this kind (e.g. a YAML file path) before dotted paths are tried.
+        self._special = special
         self._entries: dict[tuple[str, str], Entry[T]] = {}
         self._lock = threading.RLock()
         self._loaded = False
@@ -222,6 +230,9 @@ class Registry(Generic[T]):
         if entry is not None:
             obj = entry.obj
             return obj.load() if isinstance(obj, _LazyEntryPoint) else obj  # type: ignore[return-value]
+        special = self._special(name, algo) if self._special is not None else None
+        if special is not None:
+            return special
         if looks_dotted(name):
             return import_dotted(name)  # type: ignore[no-any-return]
         raise UnknownNameError(self.kind, name, self.names(algo), scope=f"--algo {algo}" if algo else "")

@@ -15,15 +15,17 @@ import time
 from typing import TYPE_CHECKING
 
 import optuna
+import yaml
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from zoo_ext import options, record, storage
+from zoo_ext import options, record, storage, zoo
 from zoo_ext.pruners import create_pruner
 from zoo_ext.registry import DottedPathError, FactoryError, UnknownNameError
 from zoo_ext.samplers import HubError, create_sampler
 from zoo_ext.spaces import SEARCH_SPACES
 from zoo_ext.spaces._probe import InvalidSearchSpaceError, probe_space
+from zoo_ext.spaces._warm import warm_start
 from zoo_ext.trial import Objective, TrialFailed
 
 if TYPE_CHECKING:
@@ -72,6 +74,8 @@ def create_study(exp: ZooExperiment) -> tuple[optuna.Study, Objective]:
         load_if_exists=True,
         direction="maximize",
     )
+    if opts.warm_start and not study.trials:
+        _enqueue_warm_start(study, exp, info.distributions)
     if "command" not in study.user_attrs:
         study.set_user_attr("command", storage.redact(" ".join(sys.orig_argv)))
         study.set_user_attr("algo", exp.algo)
@@ -79,6 +83,17 @@ def create_study(exp: ZooExperiment) -> tuple[optuna.Study, Objective]:
         study.set_user_attr("zoo_config", exp.config)
         study.set_user_attr("zoo_ext_options", options.as_dict(opts))
     return study, Objective(exp, space, opts.search_space)
+
+
+def _enqueue_warm_start(study: optuna.Study, exp: ZooExperiment, distributions: dict) -> None:
+    table = yaml.safe_load(zoo.default_config_path(exp.algo).read_text())
+    if exp.env_id not in table:
+        _logger.warning("warm start: rl_zoo3 has no tuned %s hyperparameters for %s", exp.algo, exp.env_id)
+        return
+    warm = warm_start(table[exp.env_id], distributions)
+    study.enqueue_trial(warm.params, user_attrs={"warm_start": True})
+    study.set_user_attr("warm_start", {"represented": warm.represented, "not_represented": warm.not_represented})
+    _logger.info("warm start: trial 0 uses rl_zoo3's tuned %s", ", ".join(warm.represented) or "nothing")
 
 
 def optimize(exp: ZooExperiment) -> None:
@@ -126,6 +141,10 @@ def summarize(study: optuna.Study, exp: ZooExperiment) -> None:
             print(f"    {key}: {value}")
     else:
         print("No trial completed.")
+    warm = study.user_attrs.get("warm_start")
+    if warm:
+        print("Warm start (trial 0) used rl_zoo3's tuned: ", ", ".join(warm["represented"]) or "nothing")
+        print("Not representable in this space (left to the sampler): ", ", ".join(warm["not_represented"]) or "none")
     opts = exp.options
     report_name = (
         (f"report_{exp.env_id}_{exp.n_trials}-trials-{exp.n_timesteps}-{opts.sampler}-{opts.pruner}_{int(time.time())}")

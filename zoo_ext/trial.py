@@ -22,6 +22,7 @@ from zoo_ext import record
 from zoo_ext.spaces._probe import InvalidSearchSpaceError, check_keys
 
 if TYPE_CHECKING:
+    from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.vec_env import VecEnv
 
     from zoo_ext.spaces import SearchSpace
@@ -31,9 +32,17 @@ __all__ = ["Objective", "TrialEvalCallback", "TrialFailed", "trial_seed"]
 
 _logger = logging.getLogger(__name__)
 
+#: Dict kwargs that a search space's values are merged into instead of replacing.
+MERGED_KWARGS = ("policy_kwargs", "replay_buffer_kwargs")
+
 
 class TrialFailed(Exception):
     """The trial cannot give a value; it is recorded as FAIL and the study continues."""
+
+
+def n_params(model: BaseAlgorithm) -> int:
+    """Return the number of trainable parameters of ``model``'s policy."""
+    return sum(p.numel() for p in model.policy.parameters() if p.requires_grad)
 
 
 def trial_seed(study_seed: int, number: int) -> int:
@@ -130,7 +139,11 @@ class Objective:
         except InvalidSearchSpaceError as exc:
             raise self._fail(trial, str(exc)) from exc
         kwargs = exp.base_kwargs()
-        kwargs.update(sampled)
+        for key, value in sampled.items():
+            base = kwargs.get(key)
+            # A space's policy_kwargs refine the config's (e.g. keep its log_std_init) rather than replace them.
+            merge = key in MERGED_KWARGS and isinstance(value, dict) and isinstance(base, dict)
+            kwargs[key] = {**base, **value} if merge and isinstance(base, dict) else value
         try:
             trial.set_user_attr(record.RECORD_ATTR, record.encode(kwargs))
         except record.RecordError as exc:
@@ -155,6 +168,7 @@ class Objective:
                 device=exp.device,
                 **kwargs,
             )
+            trial.set_user_attr("n_params", n_params(model))
             eval_env = exp.make_env(exp.n_eval_envs, eval_env=True)
             eval_freq = max(int(exp.n_timesteps / exp.n_evaluations) // exp.n_envs, 1)
             callback = TrialEvalCallback(

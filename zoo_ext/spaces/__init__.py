@@ -14,6 +14,7 @@ A search space has rl_zoo3's sampler signature, so every zoo sampler plugs in un
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from zoo_ext.registry import Registry
@@ -26,6 +27,7 @@ __all__ = [
     "SEARCH_SPACES",
     "SearchSpace",
     "register_search_space",
+    "register_search_space_file",
 ]
 
 DEFAULT_SEARCH_SPACE = "zoo"
@@ -40,12 +42,44 @@ class SearchSpace(Protocol):
 
 
 def _builtins(registry: Registry[SearchSpace]) -> None:
-    from zoo_ext.spaces import _zoo
+    from zoo_ext.spaces import _zoo, arch, conditional, replay_ratio
 
     _zoo.register(registry)
+    for name, module in (("conditional", conditional), ("arch", arch), ("replay-ratio", replay_ratio)):
+        for algo in module.ALGOS:
+            space = module.sample(algo)
+            registry.register(name, space, algos=algo, source="zoo_ext", description=space.__doc__)
 
 
-SEARCH_SPACES: Registry[SearchSpace] = Registry("search space", "zoo_ext.search_spaces", _builtins)
+def _space_file(name: str, algo: str | None) -> SearchSpace | None:
+    from zoo_ext.spaces._yaml import SpaceFileError, is_space_file, load_space_file
+
+    if not is_space_file(name):
+        return None
+    from zoo_ext import zoo
+
+    space = load_space_file(name, algo_class=zoo.algo_classes().get(algo) if algo else None)
+    if algo is not None and space.algos is not None and algo not in space.algos:
+        raise SpaceFileError(name, "algos", f"the file serves {', '.join(sorted(space.algos))}, not {algo}")
+    return space
+
+
+SEARCH_SPACES: Registry[SearchSpace] = Registry("search space", "zoo_ext.search_spaces", _builtins, _space_file)
+
+
+def register_search_space_file(path: str | Path) -> SearchSpace:
+    """Load a YAML search space and register it under its ``name:`` for its ``algos:``; return it.
+
+    Example::
+
+        register_search_space_file("hyperparams/spaces/ppo_conditional.yml")
+    """
+    from zoo_ext.spaces._yaml import load_space_file
+
+    space = load_space_file(path)
+    return SEARCH_SPACES.register(
+        space.name, space, algos=sorted(space.algos) if space.algos else None, source=f"file {path}"
+    )
 
 
 def register_search_space(

@@ -1,0 +1,452 @@
+"""YAML search-space files: load-time checks, conditional sampling, and parity with Python spaces."""
+
+from __future__ import annotations
+
+import pickle
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import optuna
+import pytest
+import stable_baselines3 as sb3
+import torch
+from rl_zoo3.utils import linear_schedule
+
+from zoo_ext.record import encode
+from zoo_ext.spaces._probe import InvalidSearchSpaceError, probe_space
+from zoo_ext.spaces._yaml import SpaceFileError, YamlSearchSpace, is_space_file, load_space_file
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "hyperparams" / "spaces" / "ppo_conditional.yml"
+BAD_NAME = "bad_space.yml"
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _write(tmp_path: Path, text: str, name: str = BAD_NAME) -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def _study(seed: int = 0) -> optuna.Study:
+    return optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+
+
+# --- load-time errors ---------------------------------------------------------------------------
+
+LR = "{type: float, low: 1.0e-5, high: 1.0e-2, log: true}"
+
+# (file text, key named in the message, reason substring, check against PPO)
+MALFORMED: dict[str, tuple[str, str, str, bool]] = {
+    "not-yaml": ("params: {lr: [1, 2\n", "file", "not valid YAML", False),
+    "top-level-list": ("- a\n- b\n", "top level", "must be a mapping of sections", False),
+    "top-level-empty": ("", "top level", "must be a mapping of sections, got empty", False),
+    "unknown-section": ("parms:\n  lr: " + LR + "\n", "parms", "unknown section; valid sections: name,", False),
+    "section-not-mapping": ("params: [lr]\n", "params", "must be a mapping, got list", False),
+    "spec-not-mapping": ("params:\n  lr: 0.001\n", "lr", "spec must be a mapping", False),
+    "unknown-field": (
+        "params:\n  lr: {type: float, low: 0.1, high: 1, scale: log}\n",
+        "lr",
+        "unknown field 'scale'; valid fields: type, low, high",
+        False,
+    ),
+    "field-of-other-type": (
+        "params:\n  lr: {type: float, low: 0.1, high: 1, choices: [1]}\n",
+        "lr",
+        "field 'choices' does not apply to float parameters",
+        False,
+    ),
+    "missing-type": ("params:\n  lr: {low: 0.1, high: 1}\n", "lr", "missing type", False),
+    "unknown-type": (
+        "params:\n  lr: {type: double, low: 0.1, high: 1}\n",
+        "lr",
+        "unknown type 'double'; valid types: float, int, categorical",
+        False,
+    ),
+    "missing-low": ("params:\n  lr: {type: float, high: 1}\n", "lr", "missing low", False),
+    "missing-high": ("params:\n  n: {type: int, low: 1}\n", "n", "missing high", False),
+    "bound-not-number": ("params:\n  lr: {type: float, low: x, high: 1}\n", "lr", "low must be a number", False),
+    "int-float-bound": ("params:\n  n: {type: int, low: 1.5, high: 3}\n", "n", "low must be an integer", False),
+    "low-above-high": ("params:\n  lr: {type: float, low: 2, high: 1}\n", "lr", "low > high", False),
+    "log-low-zero": ("params:\n  lr: {type: float, low: 0, high: 1, log: true}\n", "lr", "needs low > 0", False),
+    "log-and-step": (
+        "params:\n  n: {type: int, low: 1, high: 9, log: true, step: 2}\n",
+        "n",
+        "log and step cannot be used together",
+        False,
+    ),
+    "bad-step": ("params:\n  lr: {type: float, low: 0, high: 1, step: 0}\n", "lr", "step must be a positive", False),
+    "no-choices": ("params:\n  act: {type: categorical}\n", "act", "missing choices", False),
+    "empty-choices-list": ("params:\n  act: {type: categorical, choices: []}\n", "act", "empty choices", False),
+    "empty-choices-map": ("params:\n  act: {type: categorical, choices: {}}\n", "act", "empty choices", False),
+    "choice-not-scalar": (
+        "params:\n  arch: {type: categorical, choices: [[64, 64], [32]]}\n",
+        "arch",
+        "Optuna choices must be str, int, float, bool or null",
+        False,
+    ),
+    "duplicate-choice": ("params:\n  c: {type: categorical, choices: [a, b, a]}\n", "c", "duplicate choice 'a'", False),
+    "unknown-transform": (
+        "params:\n  lr: {type: float, low: 0.1, high: 1, transform: exp}\n",
+        "lr",
+        "unknown transform 'exp'; valid transforms: one_minus, pow2, linear",
+        False,
+    ),
+    "pow2-on-float": (
+        "params:\n  n: {type: float, low: 1, high: 5, transform: pow2}\n",
+        "n",
+        "transform pow2 needs an int parameter",
+        False,
+    ),
+    "bad-destination": ("params:\n  lr: {type: float, low: 0.1, high: 1, to: 3}\n", "lr", "destination must be", False),
+    "when-missing": (
+        "params:\n  lr: {type: float, low: 0.1, high: 1, when: {schedule: constant}}\n",
+        "lr",
+        "condition on a missing parameter 'schedule'",
+        False,
+    ),
+    "when-later": (
+        "params:\n"
+        "  lr: {type: float, low: 0.1, high: 1, when: {schedule: constant}}\n"
+        "  schedule: {type: categorical, choices: [constant, linear], to: null}\n",
+        "lr",
+        "'schedule', which is defined later",
+        False,
+    ),
+    "when-not-a-choice": (
+        "params:\n"
+        "  schedule: {type: categorical, choices: [constant, linear], to: null}\n"
+        "  lr: {type: float, low: 0.1, high: 1, when: {schedule: cosine}}\n",
+        "lr",
+        "condition value 'cosine' is not a choice of 'schedule'",
+        False,
+    ),
+    "when-not-mapping": (
+        "params:\n  lr: {type: float, low: 0.1, high: 1, when: [a]}\n",
+        "lr",
+        "when must be a non-empty mapping",
+        False,
+    ),
+    "derived-syntax": (
+        "params:\n  n: {type: int, low: 1, high: 3, to: null}\nderived:\n  n_epochs: 'n +* 2'\n",
+        "n_epochs",
+        "does not compile",
+        False,
+    ),
+    "derived-unknown-name": (
+        "params:\n  n: {type: int, low: 1, high: 3, to: null}\nderived:\n  n_epochs: 'm * 2'\n",
+        "n_epochs",
+        "unknown name 'm'",
+        False,
+    ),
+    "derived-not-string": ("derived:\n  n_epochs: 3\n", "n_epochs", "expression must be a string", False),
+    "derived-unknown-field": (
+        "derived:\n  n_epochs: {value: '3', if: x}\n",
+        "n_epochs",
+        "unknown field 'if'; valid fields: value, when",
+        False,
+    ),
+    "user-attr-syntax": ("user_attrs:\n  size: 'n_envs *'\n", "size", "does not compile", False),
+    "user-attr-reserved": ("user_attrs:\n  hyperparams: 'n_envs'\n", "hyperparams", "user attribute names", False),
+    "module-does-not-import": (
+        "params:\n  act: {type: categorical, choices: {a: 'no_such_module_xyz:Tanh'}, to: policy_kwargs.act}\n",
+        "act",
+        "does not import: cannot import module 'no_such_module_xyz'",
+        False,
+    ),
+    "attribute-does-not-import": (
+        "params:\n  act: {type: categorical, choices: ['torch.nn:NoSuchActivation'], to: act}\n",
+        "act",
+        "does not import: module 'torch.nn' has no attribute 'NoSuchActivation'",
+        False,
+    ),
+    "fixed-does-not-import": (
+        "fixed:\n  policy_kwargs.activation_fn: 'torch.nn:Nope'\n",
+        "policy_kwargs.activation_fn",
+        "does not import",
+        False,
+    ),
+    "duplicate-key": ("params:\n  lr: " + LR + "\n  lr: " + LR + "\n", "lr", "duplicate key (line 3)", False),
+    "duplicate-destination": (
+        "params:\n  lr: " + LR + "\n  lr2: {type: float, low: 0.1, high: 1, to: learning_rate}\n"
+        "fixed:\n  learning_rate: 0.1\n",
+        "learning_rate",
+        "destination 'learning_rate' is also set by 'lr2'",
+        False,
+    ),
+    "param-not-identifier": ("params:\n  n-steps: {type: int, low: 1, high: 3}\n", "n-steps", "identifiers", False),
+    "param-reserved-name": ("params:\n  n_envs: {type: int, low: 1, high: 3}\n", "n_envs", "reserved name", False),
+    "bad-algos": ("algos: []\n", "algos", "non-empty list", False),
+    "param-not-accepted": (
+        "params:\n  lr: " + LR + "\n",
+        "lr",
+        "'lr' is a key the algorithm does not accept (PPO); valid keys: ",
+        True,
+    ),
+    "fixed-not-accepted": (
+        "fixed:\n  policy_kwarg.ortho_init: false\n",
+        "policy_kwarg.ortho_init",
+        "'policy_kwarg' is a key the algorithm does not accept",
+        True,
+    ),
+    "derived-not-accepted": (
+        "derived:\n  n_step: 'n_envs * 8'\n",
+        "n_step",
+        "'n_step' is a key the algorithm does not accept",
+        True,
+    ),
+}
+
+
+@pytest.mark.parametrize(("text", "key", "reason", "with_algo"), MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_file_fails_at_load(tmp_path: Path, text: str, key: str, reason: str, with_algo: bool) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(SpaceFileError) as info:
+        load_space_file(path, algo_class=sb3.PPO if with_algo else None)
+    message = str(info.value)
+    assert BAD_NAME in message
+    assert f": {key}: " in message
+    assert reason in message
+    assert message == f"{path}: {info.value.key}: {info.value.reason}"
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(SpaceFileError, match=rf"{BAD_NAME}: file: file not found"):
+        load_space_file(tmp_path / BAD_NAME)
+
+
+def test_accepted_keys_are_checked_only_with_an_algo_class(tmp_path: Path) -> None:
+    path = _write(tmp_path, "params:\n  lr: " + LR + "\n")
+    assert load_space_file(path)(_study().ask(), 1, 1, {})["lr"] > 0
+    with pytest.raises(SpaceFileError, match="does not accept"):
+        load_space_file(path, algo_class=sb3.PPO)
+
+
+def test_error_is_an_invalid_search_space_error_and_pickles() -> None:
+    error = SpaceFileError("a/space.yml", "lr", "low > high")
+    assert isinstance(error, InvalidSearchSpaceError)
+    assert isinstance(error, ValueError)
+    again = pickle.loads(pickle.dumps(error))
+    assert str(again) == str(error) == "a/space.yml: lr: low > high"
+
+
+def test_failing_expression_names_its_entry(tmp_path: Path) -> None:
+    path = _write(tmp_path, "params:\n  n: {type: int, low: 0, high: 0, to: null}\nderived:\n  n_epochs: '3 // n'\n")
+    space = load_space_file(path)
+    with pytest.raises(SpaceFileError, match=r"n_epochs: expression '3 // n' raised ZeroDivisionError"):
+        space(_study().ask(), 1, 1, {})
+
+
+def test_is_space_file() -> None:
+    assert is_space_file("spaces/ppo.yml")
+    assert is_space_file("ppo.YAML")
+    assert not is_space_file("ppo-conditional")
+    assert not is_space_file("mymodule:space")
+
+
+# --- the example file --------------------------------------------------------------------------------
+
+
+def test_example_file_samples_both_branches_and_builds_ppo() -> None:
+    space = load_space_file(EXAMPLE, algo_class=sb3.PPO)
+    assert isinstance(space, YamlSearchSpace)
+    assert space.name == "ppo-conditional"
+    assert space.algos == frozenset({"ppo"})
+    assert space.description.startswith("PPO with a conditional learning-rate schedule")
+    assert space.__doc__ == space.description
+    children = {
+        "learning_rate": ("lr_schedule", "constant"),
+        "learning_rate_initial": ("lr_schedule", "linear"),
+        "target_kl": ("use_target_kl", True),
+        "vf_width": ("vf_shape", "separate"),
+    }
+    env = gym.make("Pendulum-v1")
+    study = _study(seed=0)
+    schedules: set[str] = set()
+    for i in range(200):
+        trial = study.ask()
+        kwargs = space(trial, 1, 1, {})
+        for child, (parent, value) in children.items():
+            assert (child in trial.params) == (trial.params[parent] == value), (child, trial.params)
+        schedules.add(trial.params["lr_schedule"])
+        assert ("clip_range_vf" in kwargs) == (trial.params["lr_schedule"] == "linear")
+        assert kwargs["policy_kwargs"]["ortho_init"] is False
+        assert kwargs["n_steps"] % kwargs["batch_size"] == 0
+        assert trial.user_attrs["rollout_size"] == kwargs["n_steps"]
+        if i % 10 == 0:
+            model = sb3.PPO("MlpPolicy", env, device="cpu", **kwargs)
+            assert model.n_steps == kwargs["n_steps"]
+        study.tell(trial, 0.0)
+    env.close()
+    assert schedules == {"constant", "linear"}
+
+
+def test_example_file_probes_as_a_conditional_space() -> None:
+    space = load_space_file(EXAMPLE, algo_class=sb3.PPO)
+    info = probe_space(space, space.name, sb3.PPO, 1, 4, {}, n_samples=16)
+    assert info.conditional
+    assert "learning_rate_initial" in info.distributions or "learning_rate" in info.distributions
+
+
+# --- parity with hand-written Python spaces ----------------------------------------------------------
+
+
+def example_twin(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+    """The Python twin of hyperparams/spaces/ppo_conditional.yml."""
+    kwargs: dict[str, Any] = {
+        "gamma": 1 - trial.suggest_float("one_minus_gamma", 0.0001, 0.1, log=True),
+        "gae_lambda": 1 - trial.suggest_float("one_minus_gae_lambda", 0.001, 0.2, log=True),
+        "n_steps": 2 ** trial.suggest_int("n_steps_pow", 5, 11),
+    }
+    batch_size = 2 ** trial.suggest_int("batch_size_pow", 5, 8)
+    kwargs["n_epochs"] = trial.suggest_int("n_epochs", 1, 20)
+    kwargs["ent_coef"] = trial.suggest_float("ent_coef", 1e-8, 0.1, log=True)
+    kwargs["clip_range"] = trial.suggest_categorical("clip_range", [0.1, 0.2, 0.3, 0.4])
+    kwargs["max_grad_norm"] = trial.suggest_float("max_grad_norm", 0.3, 5.0)
+    schedule = trial.suggest_categorical("lr_schedule", ["constant", "linear"])
+    if schedule == "constant":
+        kwargs["learning_rate"] = trial.suggest_float("learning_rate", 1e-5, 1e-2, log=True)
+    else:
+        kwargs["learning_rate"] = linear_schedule(trial.suggest_float("learning_rate_initial", 1e-5, 1e-2, log=True))
+    if trial.suggest_categorical("use_target_kl", [False, True]):
+        kwargs["target_kl"] = trial.suggest_float("target_kl", 0.003, 0.1, log=True)
+    activation = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU, "elu": torch.nn.ELU}[
+        trial.suggest_categorical("activation", ["tanh", "relu", "elu"])
+    ]
+    n_layers = trial.suggest_int("n_layers", 1, 3)
+    width = 2 ** trial.suggest_int("width", 5, 8)
+    vf_width = width
+    if trial.suggest_categorical("vf_shape", ["same", "separate"]) == "separate":
+        vf_width = 2 ** trial.suggest_int("vf_width", 5, 9)
+    kwargs["policy_kwargs"] = {
+        "activation_fn": activation,
+        "ortho_init": False,
+        "net_arch": {"pi": [width] * n_layers, "vf": [vf_width] * n_layers},
+    }
+    kwargs["batch_size"] = min(batch_size, kwargs["n_steps"] * n_envs)
+    if schedule == "linear":
+        kwargs["clip_range_vf"] = kwargs["clip_range"]
+    trial.set_user_attr("rollout_size", kwargs["n_steps"] * n_envs)
+    trial.set_user_attr("n_minibatches", kwargs["n_steps"] * n_envs // kwargs["batch_size"])
+    return kwargs
+
+
+SMALL = """\
+name: small
+algos: sac
+params:
+  tau: {type: float, low: 0.005, high: 0.1, step: 0.005}
+  train_freq: {type: int, low: 1, high: 9, step: 2}
+  activation: {type: categorical, choices: ["torch.nn:ReLU", "torch.nn:Tanh"], to: policy_kwargs.activation_fn}
+  arch: {type: categorical, choices: {small: [64, 64], big: [256, 256]}, to: null}
+  lr: {type: float, low: 1e-5, high: 1e-3, log: true, to: learning_rate}
+fixed:
+  policy_kwargs: {log_std_init: -3, net_arch: {}}
+derived:
+  gradient_steps: "train_freq * n_envs"
+  policy_kwargs.net_arch.pi: "arch"
+  policy_kwargs.net_arch.qf: "[w * 2 for w in arch]"
+  buffer_size: {value: "gradient_steps * 1000", when: {arch: big}}
+user_attrs:
+  width: "arch[0]"
+"""
+
+
+def small_twin(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+    """The Python twin of SMALL."""
+    tau = trial.suggest_float("tau", 0.005, 0.1, step=0.005)
+    train_freq = trial.suggest_int("train_freq", 1, 9, step=2)
+    activation = {"torch.nn:ReLU": torch.nn.ReLU, "torch.nn:Tanh": torch.nn.Tanh}[
+        trial.suggest_categorical("activation", ["torch.nn:ReLU", "torch.nn:Tanh"])
+    ]
+    label = trial.suggest_categorical("arch", ["small", "big"])
+    arch = {"small": [64, 64], "big": [256, 256]}[label]
+    kwargs: dict[str, Any] = {
+        "tau": tau,
+        "train_freq": train_freq,
+        "learning_rate": trial.suggest_float("lr", 1e-5, 1e-3, log=True),
+        "gradient_steps": train_freq * n_envs,
+        "policy_kwargs": {
+            "activation_fn": activation,
+            "log_std_init": -3,
+            "net_arch": {"pi": arch, "qf": [w * 2 for w in arch]},
+        },
+    }
+    if label == "big":
+        kwargs["buffer_size"] = kwargs["gradient_steps"] * 1000
+    trial.set_user_attr("width", arch[0])
+    return kwargs
+
+
+@pytest.mark.parametrize(("source", "twin"), [(None, example_twin), (SMALL, small_twin)], ids=["example", "small"])
+def test_yaml_and_python_twin_sample_the_same(tmp_path: Path, source: str | None, twin: Any) -> None:
+    path = EXAMPLE if source is None else _write(tmp_path, source, "small.yaml")
+    space = load_space_file(path)
+    yaml_study, python_study = _study(seed=7), _study(seed=7)
+    for _ in range(30):
+        yaml_trial, python_trial = yaml_study.ask(), python_study.ask()
+        yaml_kwargs = space(yaml_trial, 2, 4, {})
+        python_kwargs = twin(python_trial, 2, 4, {})
+        assert yaml_trial.params == python_trial.params
+        assert list(yaml_trial.params) == list(python_trial.params)
+        assert encode(yaml_kwargs) == encode(python_kwargs)
+        assert yaml_trial.user_attrs == python_trial.user_attrs
+        yaml_study.tell(yaml_trial, 0.0)
+        python_study.tell(python_trial, 0.0)
+
+
+def test_small_file_header_and_yaml_details(tmp_path: Path) -> None:
+    space = load_space_file(_write(tmp_path, SMALL, "small.yaml"), algo_class=sb3.SAC)
+    assert space.name == "small"
+    assert space.algos == frozenset({"sac"})
+    assert space.description == "search space from small.yaml"
+    trial = _study().ask()
+    kwargs = space(trial, 1, 1, {})
+    assert trial.distributions["lr"].low == 1e-5  # 1e-5 reads as a float, not a string
+    assert kwargs["policy_kwargs"]["activation_fn"] in (torch.nn.ReLU, torch.nn.Tanh)
+    unnamed = load_space_file(_write(tmp_path, "params:\n  lr: " + LR + "\n", "my_space.yml"))
+    assert unnamed.name == "my_space"
+    assert unnamed.algos is None
+
+
+# --- user attributes -------------------------------------------------------------------------------
+
+
+def test_user_attrs_are_set_on_the_trial(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """\
+        params:
+          n_steps_pow: {type: int, low: 5, high: 6, to: n_steps, transform: pow2}
+          schedule: {type: categorical, choices: [constant, linear], to: null}
+          lr: {type: float, low: 0.0001, high: 0.001, to: learning_rate, transform: linear, when: {schedule: linear}}
+        derived:
+          batch_size: "n_steps_pow // 2"
+        user_attrs:
+          n_steps_total: "n_steps_pow * n_envs"
+          minibatches: "n_steps_pow * n_envs // batch_size"
+          schedule_object: {value: "lr", when: {schedule: linear}}
+          from_args: "additional_args.get('tag', 'none')"
+        """,
+        "attrs.yml",
+    )
+    space = load_space_file(path, algo_class=sb3.PPO)
+    study = _study(seed=1)
+    seen_linear = False
+    for _ in range(10):
+        trial = study.ask()
+        kwargs = space(trial, 1, 8, {"tag": "x"})
+        attrs = trial.user_attrs
+        assert attrs["n_steps_total"] == kwargs["n_steps"] * 8
+        assert attrs["minibatches"] == 16
+        assert attrs["from_args"] == "x"
+        if trial.params["schedule"] == "linear":
+            seen_linear = True
+            assert attrs["schedule_object"] == f"lin_{trial.params['lr']}"
+        else:
+            assert "schedule_object" not in attrs
+            assert "lr" not in trial.params
+    assert seen_linear
