@@ -58,6 +58,22 @@ def load(cwd: Path, name: str = "s") -> optuna.Study:
     return optuna.load_study(storage=storage, study_name=name)
 
 
+def mlflow_store(folder: Path) -> str:
+    """Create an MLflow SQLite store in ``folder`` (once: creation takes seconds) and return its URI."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    MlflowClient(uri).search_experiments()
+    return uri
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _mlflow_tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every zoo run of the session logs to one MLflow store per test process (MLflow is on by default)."""
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow_store(tmp_path_factory.mktemp("mlflow"))
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """A fresh working directory for one zoo run."""

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
-        (["--search-space", "zo"], "unknown search space 'zo' for --algo ppo. Did you mean 'zoo'? Valid choices: zoo"),
+        (["--search-space", "zo"], "'zo' for --algo ppo. Did you mean 'zoo'? Valid choices: arch, conditional, zoo"),
         (["--sampler", "tpee"], "unknown sampler 'tpee'. Did you mean 'tpe'? Valid choices: auto, bruteforce, cmaes"),
         (["--pruner", "hyperbnd"], "unknown pruner 'hyperbnd'. Did you mean 'hyperband'? Valid choices: halving"),
         (["--sampler", "optuna.samplers:NoSuchSampler"], "module 'optuna.samplers' has no attribute 'NoSuchSampler'"),

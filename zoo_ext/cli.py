@@ -1,4 +1,4 @@
-"""``python -m zoo_ext``: ``train`` (the stock zoo command with zoo_ext on), ``list``, ``export``."""
+"""``python -m zoo_ext``: ``train`` (the stock zoo command with zoo_ext on), ``list``, ``export``, ``mlflow-sync``."""
 
 from __future__ import annotations
 
@@ -58,6 +58,30 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mlflow_sync(args: argparse.Namespace) -> int:
+    from zoo_ext import storage, tracking
+
+    study = storage.load_study(args.storage, args.study_name)
+    attrs = study.user_attrs
+    if tracking.UID_ATTR not in attrs:
+        print(f"zoo_ext: error: study {args.study_name!r} was not created by zoo_ext", file=sys.stderr)
+        return 2
+    tracker = tracking.Tracker(
+        tracking_uri=args.mlflow_tracking_uri,
+        experiment=args.mlflow_experiment or tracking.default_experiment_name(attrs["algo"], attrs["env_id"]),
+        study_name=study.study_name,
+        study_uid=attrs[tracking.UID_ATTR],
+    )
+    tracker.start_study(tracking.study_params(study), tracking.environment_tags())
+    if not tracker.enabled:
+        return 1
+    created = tracking.sync_study(study, tracker)
+    tracker.close_stale_runs(study)
+    tracker.end_study()
+    print(f"Created {len(created)} run(s) in experiment {tracker.experiment_name!r}: trials {created}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m zoo_ext", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +93,11 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--study-name", required=True)
     export.add_argument("--trial", type=int, default=None, help="trial number (default: the best trial)")
     export.add_argument("-o", "--output", required=True, help="YAML file to write")
+    sync = sub.add_parser("mlflow-sync", help="create the MLflow runs missing for a study's finished trials")
+    sync.add_argument("--storage", required=True, help="Optuna storage (URL or journal .log path)")
+    sync.add_argument("--study-name", required=True)
+    sync.add_argument("--mlflow-tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
+    sync.add_argument("--mlflow-experiment", default=None, help="default: <algo>-<env id>")
     return parser
 
 
@@ -78,5 +107,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv and argv[0] == "train":
         sys.exit(_train(argv[1:]))
     args = _parser().parse_args(argv)
-    handler = {"list": _list, "export": _export}[args.command]
+    handler = {"list": _list, "export": _export, "mlflow-sync": _mlflow_sync}[args.command]
     sys.exit(handler(args))

@@ -62,6 +62,21 @@ OPTIONS: tuple[Option, ...] = (
         kind="flag",
     ),
     Option(
+        "mlflow_tracking_uri",
+        "--mlflow-tracking-uri",
+        None,
+        "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else MLflow's default local store ./mlflow.db)",
+    ),
+    Option("mlflow_experiment", "--mlflow-experiment", None, "MLflow experiment name (default: <algo>-<env id>)"),
+    Option("no_mlflow", "--no-mlflow", False, "Do not log the study to MLflow", kind="flag"),
+    Option(
+        "mlflow_log_models",
+        "--mlflow-log-models",
+        False,
+        "Log every completed trial's model zip to its MLflow run (default: only each new best trial's)",
+        kind="flag",
+    ),
+    Option(
         "hub_registry",
         "--hub-registry",
         None,
@@ -82,6 +97,10 @@ class ZooOptions:
     pruner_kwargs: dict[str, Any] = field(default_factory=dict)
     hub_registry: str | None = None
     warm_start: bool = False
+    mlflow_tracking_uri: str | None = None
+    mlflow_experiment: str | None = None
+    no_mlflow: bool = False
+    mlflow_log_models: bool = False
 
 
 def add_arguments(parser: argparse.ArgumentParser, store_dict: type[argparse.Action]) -> None:

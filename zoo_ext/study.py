@@ -11,15 +11,18 @@ import logging
 import os
 import pickle
 import sys
+import tempfile
 import time
-from typing import TYPE_CHECKING
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import yaml
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from zoo_ext import options, record, storage, zoo
+from zoo_ext import options, record, reports, storage, tracking, zoo
 from zoo_ext.pruners import create_pruner
 from zoo_ext.registry import DottedPathError, FactoryError, UnknownNameError
 from zoo_ext.samplers import HubError, create_sampler
@@ -82,7 +85,48 @@ def create_study(exp: ZooExperiment) -> tuple[optuna.Study, Objective]:
         study.set_user_attr("env_id", exp.env_id)
         study.set_user_attr("zoo_config", exp.config)
         study.set_user_attr("zoo_ext_options", options.as_dict(opts))
+        study.set_user_attr("budget", budget(exp))
+    if tracking.UID_ATTR not in study.user_attrs:
+        study.set_user_attr(tracking.UID_ATTR, uuid.uuid4().hex)
     return study, Objective(exp, space, opts.search_space)
+
+
+def budget(exp: ZooExperiment) -> dict[str, Any]:
+    """Return the budget flags of this run (recorded on the study and its MLflow parent run)."""
+    return {
+        "n_timesteps": exp.n_timesteps,
+        "n_trials": exp.n_trials,
+        "max_total_trials": exp.max_total_trials,
+        "n_evaluations": exp.n_evaluations,
+        "n_eval_episodes": exp.n_eval_episodes,
+        "n_envs": exp.n_envs,
+        "n_jobs": exp.n_jobs,
+        "seed": exp.seed,
+    }
+
+
+def create_tracker(exp: ZooExperiment, study: optuna.Study) -> tracking.Tracker | None:
+    """Return the study's MLflow tracker (parent run found or created), or None with --no-mlflow."""
+    opts = exp.options
+    if opts.no_mlflow:
+        return None
+    tracker = tracking.Tracker(
+        tracking_uri=opts.mlflow_tracking_uri,
+        experiment=opts.mlflow_experiment or tracking.default_experiment_name(exp.algo, exp.env_id),
+        study_name=study.study_name,
+        study_uid=study.user_attrs[tracking.UID_ATTR],
+        log_models=opts.mlflow_log_models,
+    )
+    tracker.start_study(tracking.study_params(study), tracking.environment_tags())
+    tracker.close_stale_runs(study)
+    if tracker.enabled:
+        _logger.info(
+            "MLflow: experiment %r (%s), study run %s",
+            tracker.experiment_name,
+            storage.redact(tracker.tracking_uri),
+            tracker.parent_run_id,
+        )
+    return tracker
 
 
 def _enqueue_warm_start(study: optuna.Study, exp: ZooExperiment, distributions: dict) -> None:
@@ -103,6 +147,20 @@ def optimize(exp: ZooExperiment) -> None:
     if exp.storage is not None and exp.study_name is None:
         _logger.warning("--storage without --study-name: reuse the generated study name to resume this study")
     study, objective = create_study(exp)
+    tracker = create_tracker(exp, study)
+    with tempfile.TemporaryDirectory(prefix="zoo_ext_models_") as model_dir:
+        run: Any = objective
+        if tracker is not None:
+            objective.model_dir = Path(model_dir)
+            run = tracking.TrackedObjective(objective, tracker, env_id=exp.env_id, config=exp.config)
+        _run(study, run, exp)
+    report = summarize(study, exp)
+    if tracker is not None:
+        tracker.log_study_artifacts(report)
+        tracker.end_study()
+
+
+def _run(study: optuna.Study, objective: Any, exp: ZooExperiment) -> None:
     n_trials: int | None = exp.n_trials
     callbacks = []
     if exp.max_total_trials is not None:
@@ -121,11 +179,10 @@ def optimize(exp: ZooExperiment) -> None:
             )
     except KeyboardInterrupt:
         _logger.warning("Interrupted: the study is saved and can be resumed with the same --storage/--study-name")
-    summarize(study, exp)
 
 
-def summarize(study: optuna.Study, exp: ZooExperiment) -> None:
-    """Print the best trial and write the report CSV and pickle, as stock rl_zoo3 does."""
+def summarize(study: optuna.Study, exp: ZooExperiment) -> Path:
+    """Print the best trial, write the stock report (CSV, pickle) and the report folder; return the folder."""
     print("Number of finished trials: ", len(study.trials))
     states = {state.name: len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
     print("Trial states: ", ", ".join(f"{name}={n}" for name, n in states.items() if n))
@@ -161,3 +218,6 @@ def summarize(study: optuna.Study, exp: ZooExperiment) -> None:
             pickle.dump(study, f)
     except (pickle.PicklingError, TypeError, AttributeError) as exc:
         _logger.warning("The study object cannot be pickled (%s); load it from its storage instead", exc)
+    folder = Path(log_path)
+    reports.write_report(study, folder, plots=not exp.no_optim_plots)
+    return folder

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -119,10 +120,14 @@ class TrialEvalCallback(BaseCallback):
 class Objective:
     """The objective of a zoo study: one training run of the algorithm per trial."""
 
-    def __init__(self, experiment: ZooExperiment, space: SearchSpace, space_name: str) -> None:
+    def __init__(
+        self, experiment: ZooExperiment, space: SearchSpace, space_name: str, *, model_dir: Path | None = None
+    ) -> None:
         self.exp = experiment
         self.space = space
         self.space_name = space_name
+        #: Where completed trials save their model (``trial_<number>.zip``); None: not saved.
+        self.model_dir = model_dir
 
     def _fail(self, trial: optuna.Trial, reason: str) -> TrialFailed:
         trial.set_user_attr("fail_reason", reason)
@@ -155,7 +160,7 @@ class Objective:
         kwargs = self.sample(trial)
         seed = trial_seed(exp.seed, trial.number)
         trial.set_user_attr("seed", seed)
-        env = eval_env = None
+        env = eval_env = callback = None
         path = os.path.join(exp.optimization_log_path, f"trial_{trial.number}") if exp.optimization_log_path else None
         start = time.perf_counter()
         try:
@@ -182,16 +187,19 @@ class Objective:
             model.learn(exp.n_timesteps, callback=[*exp.extra_callbacks(), callback], **exp.learn_kwargs(model))
             if not callback.curve and not callback.is_pruned:
                 callback.evaluate()
+            if self.model_dir is not None and not (callback.is_pruned or callback.diverged):
+                model.save(self.model_dir / f"trial_{trial.number}.zip")
         except (optuna.TrialPruned, KeyboardInterrupt):
             raise
         except Exception as exc:
             raise self._fail(trial, f"training failed: {type(exc).__name__}: {exc}") from exc
         finally:
+            trial.set_user_attr("train_time", time.perf_counter() - start)
+            if callback is not None:
+                trial.set_user_attr("evaluations", callback.curve)
             for vec_env in (env, eval_env):
                 if vec_env is not None:
                     vec_env.close()
-        trial.set_user_attr("train_time", time.perf_counter() - start)
-        trial.set_user_attr("evaluations", callback.curve)
         if callback.diverged:
             raise self._fail(trial, "diverged: the evaluation return is not finite")
         if callback.is_pruned:
