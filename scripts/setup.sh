@@ -1,8 +1,19 @@
 #!/usr/bin/env bash
 # Install zoo_ext and its dependencies into the current Python, with the CPU build of torch.
+# With --test, also what the tests need: the test extras and Debian's Chromium (for the MLflow UI test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 "$PYTHON" -m pip install --quiet "torch==2.13.0"
-"$PYTHON" -m pip install --quiet -e ".[test]"
+if [[ "${1:-}" == "--test" ]]; then
+    "$PYTHON" -m pip install --quiet -e ".[test]"
+    if ! command -v chromium >/dev/null; then
+        SUDO=""
+        [[ "$(id -u)" != 0 ]] && SUDO="sudo"
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+    fi
+else
+    "$PYTHON" -m pip install --quiet -e .
+fi
