@@ -48,7 +48,8 @@ def mlflow_server(tmp_path: Path) -> Iterator[str]:
                     break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"mlflow server did not start:\n{(tmp_path / 'server.log').read_text()}")
+                    server_log = (tmp_path / "server.log").read_text()
+                    raise AssertionError(f"mlflow server did not start:\n{server_log}") from None
                 time.sleep(0.5)
         yield url
     finally:
