@@ -37,5 +37,5 @@ def test_bad_yaml_block_key(workdir: Path) -> None:
     args = [*optimize_args("ppo", "CartPole-v1", n=128, trials=1), "--conf-file", str(conf)]
     proc = run([*STOCK, *args], workdir, check=False)
     assert proc.returncode == 2
-    assert "unknown key(s) 'sampelr' in the 'zoo_ext' block. Valid keys: hub_registry, pruner" in proc.stderr
+    assert "unknown key(s) 'sampelr' in the 'zoo_ext' block. Valid keys: hub_registry, mlflow_experiment" in proc.stderr
     assert not (workdir / "logs").exists()
