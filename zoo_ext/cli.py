@@ -1,4 +1,4 @@
-"""``python -m zoo_ext``: ``train`` (the stock zoo command with zoo_ext on), ``list``, ``export``, ``mlflow-sync``."""
+"""``python -m zoo_ext``: train (the stock zoo command, zoo_ext on), list, export, report, mlflow-sync."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def _train(argv: Sequence[str]) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from zoo_ext.objectives import OBJECTIVES
     from zoo_ext.pruners import PRUNERS
     from zoo_ext.samplers import SAMPLERS
     from zoo_ext.spaces import SEARCH_SPACES
@@ -31,7 +32,7 @@ def _list(args: argparse.Namespace) -> int:
     for entry in SEARCH_SPACES.entries(args.algo):
         algos = ",".join(sorted(entry.algos)).replace("*", "all algos")
         rows.append(("search space", f"{entry.name} [{algos}]", entry.source, entry.description))
-    for kind, registry in (("sampler", SAMPLERS), ("pruner", PRUNERS)):
+    for kind, registry in (("sampler", SAMPLERS), ("pruner", PRUNERS), ("objective", OBJECTIVES)):
         rows.extend((kind, e.name, e.source, e.description) for e in registry.entries())
     rows.append(("sampler", "hub:PACKAGE", "OptunaHub", "any OptunaHub sampler package (cache or --hub-registry)"))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
@@ -43,18 +44,33 @@ def _list(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import yaml
 
-    from zoo_ext import record, storage
+    from zoo_ext import record, reports, storage
 
     study = storage.load_study(args.storage, args.study_name)
     attrs = study.user_attrs
     if "zoo_config" not in attrs:
         print(f"zoo_ext: error: study {args.study_name!r} was not created by zoo_ext (no zoo_config)", file=sys.stderr)
         return 2
-    number = args.trial if args.trial is not None else study.best_trial.number
+    try:
+        number = args.trial if args.trial is not None else reports.pick(study, args.pick)
+    except ValueError as exc:
+        print(f"zoo_ext: error: {exc}", file=sys.stderr)
+        return 2
     values = record.trial_hyperparams(study, number, attrs["algo"])
     entry = record.merge(attrs["zoo_config"], values)
     Path(args.output).write_text(yaml.safe_dump({attrs["env_id"]: entry}, sort_keys=True))
     print(f"Wrote trial {number} of study {args.study_name!r} ({attrs['algo']} on {attrs['env_id']}) to {args.output}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from zoo_ext import reports, storage
+
+    study = storage.load_study(args.storage, args.study_name)
+    print(reports.describe_best(study))
+    folder = Path(args.output or f"report_{study.study_name}")
+    written = reports.write_report(study, folder)
+    print(f"Wrote {len(written)} file(s) to {folder}: {', '.join(p.name for p in written)}")
     return 0
 
 
@@ -93,6 +109,16 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--study-name", required=True)
     export.add_argument("--trial", type=int, default=None, help="trial number (default: the best trial)")
     export.add_argument("-o", "--output", required=True, help="YAML file to write")
+    export.add_argument(
+        "--pick",
+        default=None,
+        help="which trial: the best (default), 'knee' (Pareto knee point), 'test' (best re-evaluation score), "
+        "or an objective name (the Pareto trial best on it)",
+    )
+    report = sub.add_parser("report", help="print the best trial or the Pareto front and write the plots")
+    report.add_argument("--storage", required=True, help="Optuna storage (URL or journal .log path)")
+    report.add_argument("--study-name", required=True)
+    report.add_argument("-o", "--output", default=None, help="folder to write (default: report_<study name>)")
     sync = sub.add_parser("mlflow-sync", help="create the MLflow runs missing for a study's finished trials")
     sync.add_argument("--storage", required=True, help="Optuna storage (URL or journal .log path)")
     sync.add_argument("--study-name", required=True)
@@ -107,5 +133,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv and argv[0] == "train":
         sys.exit(_train(argv[1:]))
     args = _parser().parse_args(argv)
-    handler = {"list": _list, "export": _export, "mlflow-sync": _mlflow_sync}[args.command]
+    handler = {"list": _list, "export": _export, "report": _report, "mlflow-sync": _mlflow_sync}[args.command]
     sys.exit(handler(args))

@@ -49,6 +49,10 @@ class RunResult:
     n_params: int = 0
     #: Milliseconds per ``predict`` call on one observation, measured after training.
     inference_ms: float = float("nan")
+    #: The run was stopped by the pruner.
+    stopped: bool = False
+    #: An evaluation return was not finite.
+    diverged: bool = False
 
 
 @dataclass(frozen=True)

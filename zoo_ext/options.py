@@ -32,13 +32,15 @@ class OptionError(ValueError):
 
 @dataclass(frozen=True)
 class Option:
-    """One zoo_ext option: its flag, default, kind (``str`` or ``dict``) and help text."""
+    """One zoo_ext option: its flag, default, kind (``str``, ``int``, ``flag``, ``list``, ``dict``) and help."""
 
     dest: str
     flag: str
     default: Any
     help: str
     kind: str = "str"
+    #: Valid values of a ``str`` option (None: any).
+    choices: tuple[str, ...] | None = None
     #: Defined by rl_zoo3's own parser (zoo_ext only widens its choices).
     stock: bool = False
 
@@ -61,6 +63,36 @@ OPTIONS: tuple[Option, ...] = (
         "Enqueue rl_zoo3's tuned hyperparameters for this env/algo as trial 0 (what the space can represent)",
         kind="flag",
     ),
+    Option(
+        "objectives",
+        "--objectives",
+        ["mean_reward"],
+        "Objective names (several: a multi-objective study); see `python -m zoo_ext list`",
+        kind="list",
+    ),
+    Option("n_seeds", "--n-seeds", 1, "Training runs (seeds) per trial", kind="int"),
+    Option(
+        "seed_aggregate",
+        "--seed-aggregate",
+        "mean",
+        "How the seeds' values make the trial's value: mean, median, iqm or min",
+        choices=("mean", "median", "iqm", "min"),
+    ),
+    Option(
+        "objective_metric",
+        "--objective-metric",
+        "last",
+        "Which evaluation of a run is its reward: last (stock), best or mean",
+        choices=("last", "best", "mean"),
+    ),
+    Option(
+        "reevaluate_top",
+        "--reevaluate-top",
+        0,
+        "When the study ends, re-train the K best (Pareto-optimal) trials with fresh seeds",
+        kind="int",
+    ),
+    Option("eval_seeds", "--eval-seeds", 5, "Fresh seeds per re-evaluated trial", kind="int"),
     Option(
         "mlflow_tracking_uri",
         "--mlflow-tracking-uri",
@@ -101,6 +133,12 @@ class ZooOptions:
     mlflow_experiment: str | None = None
     no_mlflow: bool = False
     mlflow_log_models: bool = False
+    objectives: tuple[str, ...] = ("mean_reward",)
+    n_seeds: int = 1
+    seed_aggregate: str = "mean"
+    objective_metric: str = "last"
+    reevaluate_top: int = 0
+    eval_seeds: int = 5
 
 
 def add_arguments(parser: argparse.ArgumentParser, store_dict: type[argparse.Action]) -> None:
@@ -113,6 +151,10 @@ def add_arguments(parser: argparse.ArgumentParser, store_dict: type[argparse.Act
             group.add_argument(option.flag, dest=option.dest, type=str, nargs="+", action=store_dict, help=option.help)
         elif option.kind == "flag":
             group.add_argument(option.flag, dest=option.dest, action="store_true", default=None, help=option.help)
+        elif option.kind == "list":
+            group.add_argument(option.flag, dest=option.dest, type=str, nargs="+", default=None, help=option.help)
+        elif option.kind == "int":
+            group.add_argument(option.flag, dest=option.dest, type=int, default=None, help=option.help)
         else:
             group.add_argument(option.flag, dest=option.dest, type=str, default=None, help=option.help)
 
@@ -149,16 +191,29 @@ def resolve(args: argparse.Namespace, block: Any, *, algo: str) -> ZooOptions:
         elif option.kind == "flag":
             if not isinstance(value, bool):
                 raise OptionError(f"{option.dest} must be true or false, got {value!r}")
+        elif option.kind == "list":
+            value = [value] if isinstance(value, str) else value
+            if not value or not all(isinstance(item, str) for item in value):
+                raise OptionError(f"{option.dest} must be a list of names, got {value!r}")
+            value = tuple(value)
+        elif option.kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise OptionError(f"{option.dest} must be a non-negative integer, got {value!r}")
         elif value is not None and not isinstance(value, str):
             raise OptionError(f"{option.dest} must be a string, got {value!r}")
+        elif option.choices is not None and value not in option.choices:
+            raise OptionError(f"{option.dest} must be one of {', '.join(option.choices)}, got {value!r}")
         values[option.dest] = value
     options = ZooOptions(**values)
+    if options.n_seeds < 1:
+        raise OptionError("n_seeds must be at least 1")
     check(options, algo=algo)
     return options
 
 
 def check(options: ZooOptions, *, algo: str) -> None:
     """Raise :class:`OptionError` if a name in ``options`` does not resolve."""
+    from zoo_ext.objectives import resolve_objectives
     from zoo_ext.pruners import PRUNERS
     from zoo_ext.registry import DottedPathError, UnknownNameError
     from zoo_ext.samplers import check_sampler_name
@@ -169,6 +224,7 @@ def check(options: ZooOptions, *, algo: str) -> None:
         SEARCH_SPACES.check(options.search_space, algo)
         check_sampler_name(options.sampler)
         PRUNERS.check(options.pruner)
+        resolve_objectives(options.objectives)
     except (UnknownNameError, DottedPathError, InvalidSearchSpaceError) as exc:
         raise OptionError(str(exc)) from exc
 

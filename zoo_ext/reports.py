@@ -14,9 +14,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 
-__all__ = ["PLOTS", "write_report"]
+__all__ = ["PLOTS", "describe_best", "pareto_table", "pick", "write_report"]
 
 _logger = logging.getLogger(__name__)
 
@@ -72,3 +73,90 @@ def write_report(study: optuna.Study, folder: Path, *, plots: bool = True) -> li
         if _draw(name, partial(fn_png, study), save_png):
             written.append(png)
     return written
+
+
+def objective_names(study: optuna.Study) -> list[str]:
+    """Return the study's objective names (``value`` / ``value_<i>`` for studies made without them)."""
+    names = study.user_attrs.get("objectives")
+    if names and len(names) == len(study.directions):
+        return list(names)
+    return ["value"] if len(study.directions) == 1 else [f"value_{i}" for i in range(len(study.directions))]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=False)]
+    lines = [
+        "  ".join(str(cell).rjust(width) for cell, width in zip(row, widths, strict=False)) for row in [header, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def pareto_table(study: optuna.Study) -> str:
+    """Return the Pareto-optimal trials as a table: number, each objective, test score if any."""
+    names = objective_names(study)
+    tests = study.user_attrs.get("test_scores", {})
+    header = ["trial", *[f"{n} ({d.name.lower()[:3]})" for n, d in zip(names, study.directions, strict=False)]]
+    if tests:
+        header.append(f"test {names[0]}")
+    rows = []
+    for trial in sorted(study.best_trials, key=lambda t: t.number):
+        row = [str(trial.number), *[f"{v:.6g}" for v in trial.values]]
+        if tests:
+            score = tests.get(str(trial.number), {}).get("aggregate", {}).get(names[0])
+            row.append("" if score is None else f"{score:.6g}")
+        rows.append(row)
+    return _table(header, rows)
+
+
+def describe_best(study: optuna.Study) -> str:
+    """Return the best trial (one objective) or the Pareto-optimal trials (several), as text."""
+    if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        return "No trial completed."
+    if len(study.directions) > 1:
+        return f"Pareto-optimal trials ({len(study.best_trials)}):\n{pareto_table(study)}"
+    trial = study.best_trial
+    lines = [f"Best trial: {trial.number}", f"Value:  {trial.value}", "Params: "]
+    lines += [f"    {key}: {value}" for key, value in trial.params.items()]
+    lines.append("Hyperparams: ")
+    lines += [f"    {key}: {value}" for key, value in trial.user_attrs.get("hyperparams", {}).items()]
+    tests = study.user_attrs.get("test_scores", {})
+    if tests:
+        lines.append("Re-evaluated on fresh seeds (tuning value -> test score):")
+        for number, scores in sorted(tests.items(), key=lambda item: int(item[0])):
+            tuned = study.trials[int(number)].value if int(number) < len(study.trials) else None
+            test = scores["aggregate"].get(objective_names(study)[0])
+            lines.append(f"    trial {number}: {tuned:.6g} -> {test:.6g} (seeds {scores['seeds']})")
+    return "\n".join(lines)
+
+
+def pick(study: optuna.Study, how: str | None) -> int:
+    """Return the number of the trial to export.
+
+    ``None``: the best trial (one objective) or the knee point (several); ``"knee"``: the Pareto
+    trial closest to the ideal point after scaling each objective to [0, 1]; ``"test"``: the best
+    re-evaluation score (``--reevaluate-top``); an objective name: the Pareto trial best on it.
+    """
+    names = objective_names(study)
+    maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
+    if how == "test":
+        tests = study.user_attrs.get("test_scores")
+        if not tests:
+            raise ValueError("no test scores: run the study with --reevaluate-top K")
+        sign = 1.0 if maximize[0] else -1.0
+        return int(max(tests, key=lambda n: sign * tests[n]["aggregate"][names[0]]))
+    pareto = study.best_trials
+    if not pareto:
+        raise ValueError(f"study {study.study_name!r} has no completed trial")
+    if how is None and len(names) == 1:
+        return study.best_trial.number
+    if how is None or how == "knee":
+        values = np.array([t.values for t in pareto], dtype=float)
+        values[:, maximize] *= -1  # every column minimised
+        low, high = values.min(axis=0), values.max(axis=0)
+        scaled = (values - low) / np.where(high > low, high - low, 1.0)
+        return pareto[int(np.argmin(np.linalg.norm(scaled, axis=1)))].number
+    if how not in names:
+        raise ValueError(f"--pick {how!r}: choose knee, test or an objective: {', '.join(names)}")
+    i = names.index(how)
+    best = max if maximize[i] else min
+    return best(pareto, key=lambda t: t.values[i]).number

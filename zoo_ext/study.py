@@ -17,19 +17,21 @@ import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import optuna
 import yaml
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from zoo_ext import options, record, reports, storage, tracking, zoo
+from zoo_ext import options, reports, storage, tracking, zoo
+from zoo_ext.objectives import aggregate, resolve_objectives
 from zoo_ext.pruners import create_pruner
 from zoo_ext.registry import DottedPathError, FactoryError, UnknownNameError
 from zoo_ext.samplers import HubError, create_sampler
 from zoo_ext.spaces import SEARCH_SPACES
 from zoo_ext.spaces._probe import InvalidSearchSpaceError, probe_space
 from zoo_ext.spaces._warm import warm_start
-from zoo_ext.trial import Objective, TrialFailed
+from zoo_ext.trial import Objective, TrialFailed, train_run
 
 if TYPE_CHECKING:
     from zoo_ext.zoo import ZooExperiment
@@ -38,6 +40,8 @@ __all__ = ["create_study", "optimize"]
 
 _logger = logging.getLogger(__name__)
 
+#: Samplers that refuse several objectives.
+SINGLE_OBJECTIVE_SAMPLERS = ("CmaEsSampler",)
 #: Trial states that count towards ``--max-total-trials`` (as in stock rl_zoo3).
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED)
 
@@ -46,6 +50,8 @@ def create_study(exp: ZooExperiment) -> tuple[optuna.Study, Objective]:
     """Return the (new or resumed) study and its objective; exit with status 2 on bad input."""
     opts = exp.options
     try:
+        objectives = resolve_objectives(opts.objectives)
+        directions = [o.direction for o in objectives]
         space = SEARCH_SPACES.get(opts.search_space, exp.algo)
         info = probe_space(
             space, opts.search_space, exp.algo_class, exp.n_actions, exp.n_envs, exp.additional_args(), seed=exp.seed
@@ -55,14 +61,36 @@ def create_study(exp: ZooExperiment) -> tuple[optuna.Study, Objective]:
             opts.sampler_kwargs,
             seed=exp.seed,
             n_startup_trials=exp.n_startup_trials,
-            directions=("maximize",),
+            directions=directions,
             space=info,
             hub_registry=opts.hub_registry,
         )
+        if len(directions) > 1 and type(sampler).__name__ in SINGLE_OBJECTIVE_SAMPLERS:
+            raise options.OptionError(
+                f"sampler {opts.sampler!r} ({type(sampler).__name__}) supports one objective only; "
+                f"{len(directions)} objectives need a multi-objective sampler: tpe, nsga2, nsga3, random, qmc, gp"
+            )
+        pruner_name = opts.pruner
+        if len(directions) > 1 and pruner_name != "none":
+            _logger.warning(
+                "pruner %r disabled: Optuna cannot prune a multi-objective study (trial.report is single-objective)",
+                pruner_name,
+            )
+            pruner_name = "none"
+        # A trial with K seeds reports K runs of evaluations: the pruners' step budget grows with it.
+        n_steps = exp.n_evaluations * opts.n_seeds
         pruner = create_pruner(
-            opts.pruner, opts.pruner_kwargs, n_startup_trials=exp.n_startup_trials, n_evaluations=exp.n_evaluations
+            pruner_name, opts.pruner_kwargs, n_startup_trials=exp.n_startup_trials, n_evaluations=n_steps
         )
-    except (InvalidSearchSpaceError, UnknownNameError, DottedPathError, FactoryError, HubError, ImportError) as exc:
+    except (
+        InvalidSearchSpaceError,
+        UnknownNameError,
+        DottedPathError,
+        FactoryError,
+        HubError,
+        ImportError,
+        options.OptionError,
+    ) as exc:
         options.exit_with_error(exc)
     if exp.verbose > 0:
         print(
@@ -75,7 +103,7 @@ def create_study(exp: ZooExperiment) -> tuple[optuna.Study, Objective]:
         storage=storage.open_storage(exp.storage),
         study_name=exp.study_name,
         load_if_exists=True,
-        direction="maximize",
+        directions=directions,  # type: ignore[arg-type]
     )
     if opts.warm_start and not study.trials:
         _enqueue_warm_start(study, exp, info.distributions)
@@ -86,9 +114,19 @@ def create_study(exp: ZooExperiment) -> tuple[optuna.Study, Objective]:
         study.set_user_attr("zoo_config", exp.config)
         study.set_user_attr("zoo_ext_options", options.as_dict(opts))
         study.set_user_attr("budget", budget(exp))
+        study.set_user_attr("objectives", list(opts.objectives))
     if tracking.UID_ATTR not in study.user_attrs:
         study.set_user_attr(tracking.UID_ATTR, uuid.uuid4().hex)
-    return study, Objective(exp, space, opts.search_space)
+    objective = Objective(
+        exp,
+        space,
+        opts.search_space,
+        objectives=objectives,
+        n_seeds=opts.n_seeds,
+        seed_aggregate=opts.seed_aggregate,
+        objective_metric=opts.objective_metric,
+    )
+    return study, objective
 
 
 def budget(exp: ZooExperiment) -> dict[str, Any]:
@@ -154,6 +192,8 @@ def optimize(exp: ZooExperiment) -> None:
             objective.model_dir = Path(model_dir)
             run = tracking.TrackedObjective(objective, tracker, env_id=exp.env_id, config=exp.config)
         _run(study, run, exp)
+    if exp.options.reevaluate_top:
+        reevaluate(study, objective, tracker, exp.options.reevaluate_top, exp.options.eval_seeds)
     report = summarize(study, exp)
     if tracker is not None:
         tracker.log_study_artifacts(report)
@@ -186,18 +226,7 @@ def summarize(study: optuna.Study, exp: ZooExperiment) -> Path:
     print("Number of finished trials: ", len(study.trials))
     states = {state.name: len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
     print("Trial states: ", ", ".join(f"{name}={n}" for name, n in states.items() if n))
-    if states["COMPLETE"]:
-        trial = study.best_trial
-        print(f"Best trial: {trial.number}")
-        print("Value: ", trial.value)
-        print("Params: ")
-        for key, value in trial.params.items():
-            print(f"    {key}: {value}")
-        print("Hyperparams: ")
-        for key, value in trial.user_attrs.get(record.RECORD_ATTR, {}).items():
-            print(f"    {key}: {value}")
-    else:
-        print("No trial completed.")
+    print(reports.describe_best(study))
     warm = study.user_attrs.get("warm_start")
     if warm:
         print("Warm start (trial 0) used rl_zoo3's tuned: ", ", ".join(warm["represented"]) or "nothing")
@@ -221,3 +250,44 @@ def summarize(study: optuna.Study, exp: ZooExperiment) -> Path:
     folder = Path(log_path)
     reports.write_report(study, folder, plots=not exp.no_optim_plots)
     return folder
+
+
+def _candidates(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:
+    """Return the trials to re-evaluate: the ``top`` best (one objective) or Pareto-optimal (several)."""
+    if len(study.directions) > 1:
+        trials = study.best_trials
+    else:
+        trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(trials, key=lambda t: t.values[0], reverse=maximize)[:top]
+
+
+def test_seeds(study: optuna.Study, study_seed: int, n: int) -> list[int]:
+    """Return ``n`` seeds never used to train any trial of ``study`` (reproducible per study seed)."""
+    used = {s for t in study.get_trials(deepcopy=False) for s in t.user_attrs.get("seeds", [t.user_attrs.get("seed")])}
+    rng = np.random.default_rng([study_seed, 2**20])
+    seeds: list[int] = []
+    while len(seeds) < n:
+        seed = int(rng.integers(2**31))
+        if seed not in used and seed not in seeds:
+            seeds.append(seed)
+    return seeds
+
+
+def reevaluate(study: optuna.Study, objective: Objective, tracker: tracking.Tracker | None, top: int, n: int) -> None:
+    """Re-train the ``top`` best trials with ``n`` fresh seeds; store the scores in study attr ``test_scores``."""
+    exp = objective.exp
+    seeds = test_seeds(study, exp.seed, n)
+    tests = dict(study.user_attrs.get("test_scores", {}))
+    for trial in _candidates(study, top):
+        fixed = optuna.trial.FixedTrial(trial.params, number=trial.number)
+        kwargs = objective.sample(fixed)  # type: ignore[arg-type]
+        inference = any(o.needs_inference for o in objective.objectives)
+        results = [train_run(exp, kwargs, seed, measure_inference=inference) for seed in seeds]
+        scores = {o.name: [o(r, objective.objective_metric) for r in results] for o in objective.objectives}
+        summary = {name: aggregate(values, objective.seed_aggregate) for name, values in scores.items()}
+        tests[str(trial.number)] = {"seeds": seeds, "scores": scores, "aggregate": summary}
+        study.set_user_attr("test_scores", tests)
+        if tracker is not None:
+            tracker.log_test_scores(trial.number, scores, summary)
+        _logger.info("trial %d re-evaluated on %d fresh seeds: %s", trial.number, n, summary)

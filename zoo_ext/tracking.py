@@ -17,7 +17,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -315,6 +315,28 @@ class Tracker:
         if self.parent_run_id:
             self._call(self.client.log_artifacts, self.parent_run_id, str(folder))
 
+    def log_test_scores(
+        self, number: int, scores: Mapping[str, Sequence[float]], aggregate: Mapping[str, float]
+    ) -> None:
+        """Log a re-evaluated trial's test scores (one step per fresh seed) to its run."""
+        self._call(self._log_test_scores, number, scores, aggregate)
+
+    def _log_test_scores(
+        self, number: int, scores: Mapping[str, Sequence[float]], aggregate: Mapping[str, float]
+    ) -> None:
+        from mlflow.entities import Metric
+
+        query = f"tags.`{UID_TAG}` = '{self.study_uid}' and tags.`{NUMBER_TAG}` = '{number}'"
+        runs = self.client.search_runs([self.experiment_id], query)
+        if not runs:
+            return
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(f"test/{name}", float(v), now, i) for name, values in scores.items() for i, v in enumerate(values)
+        ]
+        metrics += [Metric(f"test_score/{name}", float(v), now, 0) for name, v in aggregate.items()]
+        self.client.log_batch(runs[0].info.run_id, metrics=metrics)
+
     def logged_trial_numbers(self) -> set[int]:
         """Return the trial numbers that already have a run in this study's experiment."""
         query = f"tags.`{UID_TAG}` = '{self.study_uid}' and tags.`{ROLE_TAG}` = 'trial'"
@@ -393,20 +415,22 @@ class TrackedObjective:
         self.env_id = env_id
         self.config = config
 
-    def _is_new_best(self, trial: optuna.Trial, value: float) -> bool:
-        try:
-            best = trial.study.best_value
-        except ValueError:
-            return True
-        maximize = trial.study.direction == optuna.study.StudyDirection.MAXIMIZE
-        return value > best if maximize else value < best
+    def _is_new_best(self, trial: optuna.Trial, values: list[float]) -> bool:
+        """Return True if no completed trial is as good (one objective) or dominates it (several)."""
+        signs = [1.0 if d == optuna.study.StudyDirection.MAXIMIZE else -1.0 for d in trial.study.directions]
+        mine = [s * v for s, v in zip(signs, values, strict=True)]
+        for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            theirs = [s * v for s, v in zip(signs, other.values, strict=True)]
+            if all(t >= m for t, m in zip(theirs, mine, strict=True)):
+                return False
+        return True
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         run_id = self.tracker.start_trial(trial.number)
         state, values = TrialState.FAIL, None
         try:
             value = self.objective(trial)
-            state, values = TrialState.COMPLETE, [value]
+            state, values = TrialState.COMPLETE, list(value) if isinstance(value, tuple) else [value]
             return value  # type: ignore[no-any-return]
         except optuna.TrialPruned:
             state = TrialState.PRUNED
@@ -428,7 +452,7 @@ class TrackedObjective:
                 artifacts["hyperparams"] = folder / "hyperparams.yml"
                 artifacts["hyperparams"].write_text(yaml_dump({self.env_id: entry}))
             if model is not None and model.exists() and values is not None:
-                if self.tracker.log_models or self._is_new_best(trial, values[0]):
+                if self.tracker.log_models or self._is_new_best(trial, values):
                     artifacts["model"] = model
             self.tracker.end_trial(run_id, trial, state, values, artifacts)
         if model is not None:

@@ -10,6 +10,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,8 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import sync_envs_normalization
 
 from zoo_ext import record
+from zoo_ext.objectives import Objective as ObjectiveSpec
+from zoo_ext.objectives import RunResult, aggregate, resolve_objectives
 from zoo_ext.spaces._probe import InvalidSearchSpaceError, check_keys
 
 if TYPE_CHECKING:
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
     from zoo_ext.spaces import SearchSpace
     from zoo_ext.zoo import ZooExperiment
 
-__all__ = ["Objective", "TrialEvalCallback", "TrialFailed", "trial_seed"]
+__all__ = ["Objective", "TrialEvalCallback", "TrialFailed", "train_run", "trial_seeds"]
 
 _logger = logging.getLogger(__name__)
 
@@ -46,30 +49,30 @@ def n_params(model: BaseAlgorithm) -> int:
     return sum(p.numel() for p in model.policy.parameters() if p.requires_grad)
 
 
-def trial_seed(study_seed: int, number: int) -> int:
-    """Return the training seed of trial ``number``: distinct per trial, reproducible per study seed."""
-    return (study_seed + number) % 2**31
+def trial_seeds(study_seed: int, number: int, n_seeds: int = 1) -> list[int]:
+    """Return the training seeds of trial ``number``: distinct per trial and seed, reproducible per study seed."""
+    return [(study_seed + number * n_seeds + k) % 2**31 for k in range(n_seeds)]
 
 
 class TrialEvalCallback(BaseCallback):
-    """Evaluates the agent every ``eval_freq`` calls, reports to the trial, records the curve."""
+    """Evaluates the agent every ``eval_freq`` calls, records the curve, asks ``on_eval`` whether to go on."""
 
     def __init__(
         self,
         eval_env: VecEnv,
-        trial: optuna.Trial,
         *,
         n_eval_episodes: int,
         eval_freq: int,
         deterministic: bool,
+        on_eval: Callable[[int, float], bool] | None = None,
         log_path: str | None = None,
     ) -> None:
         super().__init__()
         self.eval_env = eval_env
-        self.trial = trial
         self.n_eval_episodes = n_eval_episodes
         self.eval_freq = eval_freq
         self.deterministic = deterministic
+        self.on_eval = on_eval
         self.log_path = log_path
         #: One entry per evaluation: timesteps, mean and std of the episode returns.
         self.curve: list[dict[str, float]] = []
@@ -110,22 +113,100 @@ class TrialEvalCallback(BaseCallback):
         if not math.isfinite(mean):
             self.diverged = True
             return False
-        self.trial.report(mean, len(self.curve))
-        if self.trial.should_prune():
+        if self.on_eval is not None and not self.on_eval(len(self.curve), mean):
             self.is_pruned = True
             return False
         return True
 
 
+def inference_ms(model: BaseAlgorithm, env: VecEnv, *, calls: int = 200) -> float:
+    """Return the mean milliseconds of one deterministic ``predict`` on one observation."""
+    obs: Any = env.reset()
+    model.predict(obs, deterministic=True)  # warm-up
+    start = time.perf_counter()
+    for _ in range(calls):
+        model.predict(obs, deterministic=True)
+    return (time.perf_counter() - start) * 1000 / calls
+
+
+def train_run(
+    exp: ZooExperiment,
+    kwargs: dict[str, Any],
+    seed: int,
+    *,
+    on_eval: Callable[[int, float], bool] | None = None,
+    log_path: str | None = None,
+    model_path: Path | None = None,
+    measure_inference: bool = False,
+) -> RunResult:
+    """Train one agent with ``kwargs`` and ``seed`` and return its evaluations; raises on errors.
+
+    ``on_eval(index, mean_reward)`` is called after each evaluation; False stops the run
+    (``stopped``). A run whose evaluation is not finite stops with ``diverged``.
+    """
+    result = RunResult(seed=seed)
+    env = eval_env = None
+    start = time.perf_counter()
+    try:
+        env = exp.make_env(exp.n_envs)
+        model = exp.algo_class(
+            env=env,
+            tensorboard_log=None,
+            seed=seed,
+            verbose=exp.verbose if exp.verbose >= 2 else 0,
+            device=exp.device,
+            **kwargs,
+        )
+        result.n_params = n_params(model)
+        eval_env = exp.make_env(exp.n_eval_envs, eval_env=True)
+        callback = TrialEvalCallback(
+            eval_env,
+            n_eval_episodes=exp.n_eval_episodes,
+            eval_freq=max(int(exp.n_timesteps / exp.n_evaluations) // exp.n_envs, 1),
+            deterministic=exp.deterministic_eval,
+            on_eval=on_eval,
+            log_path=log_path,
+        )
+        result.curve = callback.curve
+        model.learn(exp.n_timesteps, callback=[*exp.extra_callbacks(), callback], **exp.learn_kwargs(model))
+        result.train_time = time.perf_counter() - start
+        if not callback.curve and not callback.is_pruned:
+            callback.evaluate()
+        result.stopped, result.diverged = callback.is_pruned, callback.diverged
+        if measure_inference and not (result.stopped or result.diverged):
+            result.inference_ms = inference_ms(model, eval_env)
+        if model_path is not None and not (result.stopped or result.diverged):
+            model.save(model_path)
+    finally:
+        result.train_time = result.train_time or time.perf_counter() - start
+        for vec_env in (env, eval_env):
+            if vec_env is not None:
+                vec_env.close()
+    return result
+
+
 class Objective:
-    """The objective of a zoo study: one training run of the algorithm per trial."""
+    """The objective of a zoo study: ``n_seeds`` training runs per trial, scored on ``objectives``."""
 
     def __init__(
-        self, experiment: ZooExperiment, space: SearchSpace, space_name: str, *, model_dir: Path | None = None
+        self,
+        experiment: ZooExperiment,
+        space: SearchSpace,
+        space_name: str,
+        *,
+        objectives: Sequence[ObjectiveSpec] = (),
+        n_seeds: int = 1,
+        seed_aggregate: str = "mean",
+        objective_metric: str = "last",
+        model_dir: Path | None = None,
     ) -> None:
         self.exp = experiment
         self.space = space
         self.space_name = space_name
+        self.objectives = list(objectives) or resolve_objectives(["mean_reward"])
+        self.n_seeds = n_seeds
+        self.seed_aggregate = seed_aggregate
+        self.objective_metric = objective_metric
         #: Where completed trials save their model (``trial_<number>.zip``); None: not saved.
         self.model_dir = model_dir
 
@@ -155,53 +236,62 @@ class Objective:
             raise self._fail(trial, str(exc)) from exc
         return kwargs
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def _reporter(self, trial: optuna.Trial, done: list[RunResult], k: int) -> Callable[[int, float], bool]:
+        """Report the seeds' running aggregate at step ``k * n_evaluations + index``; False: prune."""
+
+        def on_eval(index: int, mean: float) -> bool:
+            values = [r.curve[index - 1]["mean_reward"] for r in done if len(r.curve) >= index] + [mean]
+            trial.report(aggregate(values, self.seed_aggregate), k * self.exp.n_evaluations + index)
+            return not trial.should_prune()
+
+        return on_eval
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         exp = self.exp
         kwargs = self.sample(trial)
-        seed = trial_seed(exp.seed, trial.number)
-        trial.set_user_attr("seed", seed)
-        env = eval_env = callback = None
-        path = os.path.join(exp.optimization_log_path, f"trial_{trial.number}") if exp.optimization_log_path else None
-        start = time.perf_counter()
+        seeds = trial_seeds(exp.seed, trial.number, self.n_seeds)
+        trial.set_user_attr("seed", seeds[0])
+        trial.set_user_attr("seeds", seeds)
+        trial.set_user_attr("objectives", [o.name for o in self.objectives])
+        single = len(self.objectives) == 1
+        inference = any(o.needs_inference for o in self.objectives)
+        results: list[RunResult] = []
         try:
-            env = exp.make_env(exp.n_envs)
-            model = exp.algo_class(
-                env=env,
-                tensorboard_log=None,
-                seed=seed,
-                verbose=exp.verbose if exp.verbose >= 2 else 0,
-                device=exp.device,
-                **kwargs,
-            )
-            trial.set_user_attr("n_params", n_params(model))
-            eval_env = exp.make_env(exp.n_eval_envs, eval_env=True)
-            eval_freq = max(int(exp.n_timesteps / exp.n_evaluations) // exp.n_envs, 1)
-            callback = TrialEvalCallback(
-                eval_env,
-                trial,
-                n_eval_episodes=exp.n_eval_episodes,
-                eval_freq=eval_freq,
-                deterministic=exp.deterministic_eval,
-                log_path=path,
-            )
-            model.learn(exp.n_timesteps, callback=[*exp.extra_callbacks(), callback], **exp.learn_kwargs(model))
-            if not callback.curve and not callback.is_pruned:
-                callback.evaluate()
-            if self.model_dir is not None and not (callback.is_pruned or callback.diverged):
-                model.save(self.model_dir / f"trial_{trial.number}.zip")
-        except (optuna.TrialPruned, KeyboardInterrupt):
+            for k, seed in enumerate(seeds):
+                log_path = None
+                if exp.optimization_log_path:
+                    log_path = os.path.join(exp.optimization_log_path, f"trial_{trial.number}", f"seed_{seed}")
+                model_path = self.model_dir / f"trial_{trial.number}.zip" if self.model_dir and k == 0 else None
+                on_eval = self._reporter(trial, results, k) if single else None
+                result = train_run(exp, kwargs, seed, on_eval=on_eval, log_path=log_path, model_path=model_path,
+                                   measure_inference=inference)  # fmt: skip
+                results.append(result)
+                if result.diverged:
+                    raise self._fail(trial, f"diverged: the evaluation return of seed {seed} is not finite")
+                if result.stopped:
+                    raise optuna.TrialPruned()
+        except (optuna.TrialPruned, KeyboardInterrupt, TrialFailed):
             raise
         except Exception as exc:
             raise self._fail(trial, f"training failed: {type(exc).__name__}: {exc}") from exc
         finally:
-            trial.set_user_attr("train_time", time.perf_counter() - start)
-            if callback is not None:
-                trial.set_user_attr("evaluations", callback.curve)
-            for vec_env in (env, eval_env):
-                if vec_env is not None:
-                    vec_env.close()
-        if callback.diverged:
-            raise self._fail(trial, "diverged: the evaluation return is not finite")
-        if callback.is_pruned:
-            raise optuna.TrialPruned()
-        return callback.curve[-1]["mean_reward"]
+            self._record_runs(trial, results)
+        per_seed = {o.name: [o(r, self.objective_metric) for r in results] for o in self.objectives}
+        trial.set_user_attr("per_seed", per_seed)
+        values = tuple(aggregate(per_seed[o.name], self.seed_aggregate) for o in self.objectives)
+        return values[0] if single else values
+
+    def _record_runs(self, trial: optuna.Trial, results: list[RunResult]) -> None:
+        if not results:
+            return
+        trial.set_user_attr("n_params", results[0].n_params)
+        trial.set_user_attr("train_time", sum(r.train_time for r in results))
+        curve = []
+        for index, point in enumerate(results[0].curve):
+            seeds = [r.curve[index] for r in results if len(r.curve) > index]
+            mean = aggregate([p["mean_reward"] for p in seeds], self.seed_aggregate)
+            std = float(np.mean([p["std_reward"] for p in seeds]))
+            curve.append({"timesteps": point["timesteps"], "mean_reward": mean, "std_reward": std})
+        trial.set_user_attr("evaluations", curve)
+        if len(results) > 1:
+            trial.set_user_attr("evaluations_per_seed", [r.curve for r in results])
