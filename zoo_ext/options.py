@@ -72,6 +72,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("n_seeds", "--n-seeds", 1, "Training runs (seeds) per trial", kind="int"),
     Option(
+        "n_workers",
+        "--n-workers",
+        1,
+        "Worker processes on this machine sharing the study (a journal file in the log folder without --storage)",
+        kind="int",
+    ),
+    Option(
         "seed_aggregate",
         "--seed-aggregate",
         "mean",
@@ -135,6 +142,7 @@ class ZooOptions:
     mlflow_log_models: bool = False
     objectives: tuple[str, ...] = ("mean_reward",)
     n_seeds: int = 1
+    n_workers: int = 1
     seed_aggregate: str = "mean"
     objective_metric: str = "last"
     reevaluate_top: int = 0

@@ -23,7 +23,7 @@ import yaml
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from zoo_ext import options, reports, storage, tracking, zoo
+from zoo_ext import options, reports, storage, tracking, workers, zoo
 from zoo_ext.objectives import aggregate, resolve_objectives
 from zoo_ext.pruners import create_pruner
 from zoo_ext.registry import DottedPathError, FactoryError, UnknownNameError
@@ -184,6 +184,9 @@ def optimize(exp: ZooExperiment) -> None:
         print("Optimizing hyperparameters")
     if exp.storage is not None and exp.study_name is None:
         _logger.warning("--storage without --study-name: reuse the generated study name to resume this study")
+    if exp.options.n_workers > 1 and not workers.is_worker():
+        _optimize_with_workers(exp)
+        return
     study, objective = create_study(exp)
     tracker = create_tracker(exp, study)
     with tempfile.TemporaryDirectory(prefix="zoo_ext_models_") as model_dir:
@@ -192,12 +195,41 @@ def optimize(exp: ZooExperiment) -> None:
             objective.model_dir = Path(model_dir)
             run = tracking.TrackedObjective(objective, tracker, env_id=exp.env_id, config=exp.config)
         _run(study, run, exp)
+    if not workers.is_worker():
+        _finish(study, objective, tracker, exp)
+
+
+def _finish(study: optuna.Study, objective: Objective, tracker: tracking.Tracker | None, exp: ZooExperiment) -> None:
+    """Re-evaluate (if asked), print the summary, write the reports and close the parent run."""
     if exp.options.reevaluate_top:
         reevaluate(study, objective, tracker, exp.options.reevaluate_top, exp.options.eval_seeds)
     report = summarize(study, exp)
     if tracker is not None:
         tracker.log_study_artifacts(report)
         tracker.end_study()
+
+
+def _optimize_with_workers(exp: ZooExperiment) -> None:
+    """Create the study and its MLflow parent run once, run ``--n-workers`` processes on it, then finish."""
+    n = exp.options.n_workers
+    exp.study_name = exp.study_name or f"{exp.algo}-{exp.env_id}-{uuid.uuid4().hex[:8]}"
+    exp.storage = exp.storage or os.path.join(exp.log_folder, exp.algo, f"{exp.study_name}.log")
+    study, objective = create_study(exp)
+    tracker = create_tracker(exp, study)
+    total = exp.max_total_trials
+    if total is None:
+        total = len(study.get_trials(deepcopy=False, states=COUNTED_STATES)) + exp.n_trials
+    threads = max(1, (os.cpu_count() or 1) // n)
+    commands = [
+        workers.worker_command(sys.orig_argv, storage=exp.storage, study_name=exp.study_name,
+                               seed=(exp.seed + 7919 * (i + 1)) % 2**31, max_total_trials=total, threads=threads)
+        for i in range(n)
+    ]  # fmt: skip
+    print(f"Running {n} worker processes on study {exp.study_name!r} ({storage.redact(exp.storage)}), {total} trials")
+    codes = workers.run_workers(commands)
+    if any(codes):
+        _logger.warning("worker exit codes: %s", codes)
+    _finish(storage.load_study(exp.storage, exp.study_name), objective, tracker, exp)
 
 
 def _run(study: optuna.Study, objective: Any, exp: ZooExperiment) -> None:

@@ -34,7 +34,11 @@ def is_worker() -> bool:
 def worker_command(
     argv: Sequence[str], *, storage: str, study_name: str, seed: int, max_total_trials: int, threads: int
 ) -> list[str]:
-    """Return the command of one worker: ``argv`` with its overrides appended (argparse: last wins)."""
+    """Return the command of one worker: ``argv`` with stock-flag overrides appended (argparse: last wins).
+
+    Only stock flags are appended, so this also works when zoo_ext was activated by
+    ``--gym-packages``; a worker knows it is one from ``ZOO_EXT_WORKER`` and starts no workers itself.
+    """
     return [
         sys.executable,
         *argv[1:],
@@ -43,7 +47,6 @@ def worker_command(
         "--seed", str(seed),
         "--max-total-trials", str(max_total_trials),
         "--num-threads", str(threads),
-        "--n-workers", "1",
         "--n-jobs", "1",
     ]  # fmt: skip
 
