@@ -7,6 +7,7 @@ write the stock report files (CSV and pickle).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import pickle
@@ -116,7 +117,7 @@ def create_study(exp: ZooExperiment) -> tuple[optuna.Study, Objective]:
         study.set_user_attr("budget", budget(exp))
         study.set_user_attr("objectives", list(opts.objectives))
     if tracking.UID_ATTR not in study.user_attrs:
-        study.set_user_attr(tracking.UID_ATTR, uuid.uuid4().hex)
+        study.set_user_attr(tracking.UID_ATTR, study_uid(exp.storage, study.study_name))
     objective = Objective(
         exp,
         space,
@@ -127,6 +128,18 @@ def create_study(exp: ZooExperiment) -> tuple[optuna.Study, Objective]:
         objective_metric=opts.objective_metric,
     )
     return study, objective
+
+
+def study_uid(storage_url: str | None, study_name: str) -> str:
+    """Return the id that ties a study to its MLflow parent run.
+
+    Derived from the storage and the study name, so workers creating the same new study at the
+    same moment store the same id; an in-memory study gets a random one.
+    """
+    if storage_url is None:
+        return uuid.uuid4().hex
+    where = os.path.abspath(storage_url) if storage_url.endswith(".log") else storage.redact(storage_url)
+    return hashlib.sha256(f"{where}|{study_name}".encode()).hexdigest()[:32]
 
 
 def budget(exp: ZooExperiment) -> dict[str, Any]:
