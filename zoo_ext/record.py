@@ -19,7 +19,7 @@ import numpy as np
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["NOISE_CLASSES", "RecordError", "encode", "merge", "plain", "to_zoo", "trial_hyperparams"]
+__all__ = ["NOISE_CLASSES", "RecordError", "encode", "merge", "plain", "to_zoo", "trial_hyperparams", "zoo_entry"]
 
 RECORD_ATTR = "hyperparams"
 SPACE_ATTR = "search_space"
@@ -162,6 +162,11 @@ def merge(config: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any
         merged.pop("noise_type", None)
         merged.pop("noise_std", None)
     return merged
+
+
+def zoo_entry(config: Mapping[str, Any], hyperparams: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the rl_zoo3 env entry that trains with a trial's ``hyperparams`` record on top of ``config``."""
+    return merge(config, to_zoo(hyperparams))
 
 
 def trial_hyperparams(study: optuna.Study, number: int, algo: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ __all__ = ["PLOTS", "describe_best", "pareto_table", "pick", "write_report"]
 
 _logger = logging.getLogger(__name__)
 
-#: Plot name → (plotly function, matplotlib function) names in ``optuna.visualization``.
+#: Plot name → function name, in both ``optuna.visualization`` (HTML) and its ``matplotlib`` module (PNG).
 PLOTS = {
     "optimization_history": "plot_optimization_history",
     "param_importances": "plot_param_importances",
@@ -40,11 +40,14 @@ def _draw(name: str, draw: Callable[[], Any], save: Callable[[Any], None]) -> bo
         return False
 
 
-def write_report(study: optuna.Study, folder: Path, *, plots: bool = True) -> list[Path]:
-    """Write ``trials.csv`` and the study's plots (HTML and PNG) into ``folder``; return the files."""
+def write_report(study: optuna.Study, folder: Path, *, plots: bool = True, trials: Any = None) -> list[Path]:
+    """Write ``trials.csv`` and the study's plots (HTML and PNG) into ``folder``; return the files.
+
+    ``trials``: the study's ``trials_dataframe()`` when the caller already has it.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / "trials.csv"]
-    study.trials_dataframe().to_csv(written[0])
+    (study.trials_dataframe() if trials is None else trials).to_csv(written[0])
     if not plots or not any(t.state.is_finished() for t in study.get_trials(deepcopy=False)):
         return written
     import matplotlib

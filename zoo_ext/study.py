@@ -286,14 +286,15 @@ def summarize(study: optuna.Study, exp: ZooExperiment) -> Path:
     if exp.verbose:
         print(f"Writing report to {log_path}")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    study.trials_dataframe().to_csv(f"{log_path}.csv")
+    trials = study.trials_dataframe()
+    trials.to_csv(f"{log_path}.csv")
     try:
         with open(f"{log_path}.pkl", "wb+") as f:
             pickle.dump(study, f)
     except (pickle.PicklingError, TypeError, AttributeError) as exc:
         _logger.warning("The study object cannot be pickled (%s); load it from its storage instead", exc)
     folder = Path(log_path)
-    reports.write_report(study, folder, plots=not exp.no_optim_plots)
+    reports.write_report(study, folder, plots=not exp.no_optim_plots, trials=trials)
     return folder
 
 
@@ -307,7 +308,7 @@ def _candidates(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]
     return sorted(trials, key=lambda t: t.values[0], reverse=maximize)[:top]
 
 
-def test_seeds(study: optuna.Study, study_seed: int, n: int) -> list[int]:
+def fresh_seeds(study: optuna.Study, study_seed: int, n: int) -> list[int]:
     """Return ``n`` seeds never used to train any trial of ``study`` (reproducible per study seed)."""
     used = {s for t in study.get_trials(deepcopy=False) for s in t.user_attrs.get("seeds", [t.user_attrs.get("seed")])}
     rng = np.random.default_rng([study_seed, 2**20])
@@ -322,7 +323,7 @@ def test_seeds(study: optuna.Study, study_seed: int, n: int) -> list[int]:
 def reevaluate(study: optuna.Study, objective: Objective, tracker: tracking.Tracker | None, top: int, n: int) -> None:
     """Re-train the ``top`` best trials with ``n`` fresh seeds; store the scores in study attr ``test_scores``."""
     exp = objective.exp
-    seeds = test_seeds(study, exp.seed, n)
+    seeds = fresh_seeds(study, exp.seed, n)
     tests = dict(study.user_attrs.get("test_scores", {}))
     for trial in _candidates(study, top):
         fixed = optuna.trial.FixedTrial(trial.params, number=trial.number)

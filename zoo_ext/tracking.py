@@ -17,8 +17,7 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -304,12 +303,6 @@ class Tracker:
         params = [Param(key, value) for key, value in trial_params(trial).items()]
         return metrics, params, tags
 
-    @contextmanager
-    def artifact_dir(self) -> Iterator[Path]:
-        """Yield a temporary folder for files to upload."""
-        with tempfile.TemporaryDirectory(prefix="zoo_ext_") as folder:
-            yield Path(folder)
-
     def log_study_artifacts(self, folder: Path) -> None:
         """Upload every file of ``folder`` to the parent run."""
         if self.parent_run_id:
@@ -444,11 +437,12 @@ class TrackedObjective:
     def _close(self, run_id: str, trial: optuna.Trial, state: TrialState, values: list[float] | None) -> None:
         model_dir = getattr(self.objective, "model_dir", None)
         model = Path(model_dir) / f"trial_{trial.number}.zip" if model_dir else None
-        with self.tracker.artifact_dir() as folder:
+        with tempfile.TemporaryDirectory(prefix="zoo_ext_") as tmp:
+            folder = Path(tmp)
             artifacts: dict[str, Path] = {}
             hyperparams = trial.user_attrs.get(record.RECORD_ATTR)
             if hyperparams is not None:
-                entry = record.merge(self.config, record.to_zoo(hyperparams))
+                entry = record.zoo_entry(self.config, hyperparams)
                 artifacts["hyperparams"] = folder / "hyperparams.yml"
                 artifacts["hyperparams"].write_text(yaml_dump({self.env_id: entry}))
             if model is not None and model.exists() and values is not None:

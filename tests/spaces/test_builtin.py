@@ -132,6 +132,16 @@ def test_replay_ratio_is_exact_for_any_n_envs(algo: str, n_envs: int) -> None:
         assert math.isclose(effective, sampled, rel_tol=0.5)
 
 
+def _contains(bounds: _common.Bounds, key: str, value: Any) -> bool:
+    """Return True when ``value`` lies in the range, or among the choices, of ``bounds[key]``."""
+    spec = bounds[key]
+    return bool(spec[0] <= value <= spec[1]) if isinstance(spec, tuple) else value in spec
+
+
+def _widths(net: Any) -> list[int]:
+    return [w for part in net.values() for w in part] if isinstance(net, dict) else list(net)
+
+
 def _tuned_values(algo: str) -> list[tuple[str, str, Any]]:
     table = yaml.safe_load(zoo.default_config_path(algo).read_text())
     values = []
@@ -156,8 +166,8 @@ def test_spaces_contain_the_zoo_tuned_values(module: Any, algo: str) -> None:
     for env_id, key, value in _tuned_values(algo):
         if key == "net_arch" and "width" in bounds:
             layer_lists = value.values() if isinstance(value, dict) else [value]
-            assert all(_common.contains(bounds, "n_layers", len(layer)) for layer in layer_lists), (env_id, value)
-            assert all(_common.contains(bounds, "width", w) for w in _common.widths(value)), (env_id, value)
+            assert all(_contains(bounds, "n_layers", len(layer)) for layer in layer_lists), (env_id, value)
+            assert all(_contains(bounds, "width", w) for w in _widths(value)), (env_id, value)
         elif key == "activation_fn" and key in bounds:
             assert value in _common.ACTIVATIONS.values(), (env_id, value)
         elif key in bounds:
@@ -165,7 +175,7 @@ def test_spaces_contain_the_zoo_tuned_values(module: Any, algo: str) -> None:
                 value = float(value[4:])
             if (key, value) in {("ent_coef", 0.0), ("ent_coef", "auto")} and module is conditional:
                 continue  # the entropy branches: "off" (PPO/A2C) and "auto" (SAC/TQC)
-            assert _common.contains(bounds, key, value), (env_id, key, value, bounds[key])
+            assert _contains(bounds, key, value), (env_id, key, value, bounds[key])
         else:
             continue
         checked += 1

@@ -9,7 +9,6 @@ checks the zoo's tuned values against the spaces reads the same table.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -160,18 +159,3 @@ def net_arch(trial: optuna.Trial, bounds: Bounds, critic: str) -> list[int] | di
     if trial.suggest_categorical("arch_layout", ["same", "separate"]) == "same":
         return layers(trial, bounds, "net")
     return {"pi": layers(trial, bounds, "pi"), critic: layers(trial, bounds, critic)}
-
-
-def contains(bounds: Bounds, key: str, value: Any) -> bool:
-    """Return True when ``value`` lies in the range, or among the choices, of ``bounds[key]``."""
-    spec = bounds[key]
-    if isinstance(spec, tuple):
-        return bool(spec[0] <= value <= spec[1])
-    return value in spec
-
-
-def widths(net: Sequence[int] | dict[str, Sequence[int]]) -> list[int]:
-    """Return every layer width of a ``net_arch`` value."""
-    if isinstance(net, dict):
-        return [w for part in net.values() for w in part]
-    return list(net)
