@@ -202,14 +202,21 @@ def optimize(exp: ZooExperiment) -> None:
         return
     study, objective = create_study(exp)
     tracker = create_tracker(exp, study)
+    _run_tracked(study, objective, tracker, exp)
+    if not workers.is_worker():
+        _finish(study, objective, tracker, exp)
+
+
+def _run_tracked(
+    study: optuna.Study, objective: Objective, tracker: tracking.Tracker | None, exp: ZooExperiment
+) -> bool:
+    """Run this process's trials, logged to MLflow if ``tracker``; return False if interrupted."""
     with tempfile.TemporaryDirectory(prefix="zoo_ext_models_") as model_dir:
         run: Any = objective
         if tracker is not None:
             objective.model_dir = Path(model_dir)
             run = tracking.TrackedObjective(objective, tracker, env_id=exp.env_id, config=exp.config)
-        _run(study, run, exp)
-    if not workers.is_worker():
-        _finish(study, objective, tracker, exp)
+        return _run(study, run, exp)
 
 
 def _finish(study: optuna.Study, objective: Objective, tracker: tracking.Tracker | None, exp: ZooExperiment) -> None:
@@ -223,29 +230,43 @@ def _finish(study: optuna.Study, objective: Objective, tracker: tracking.Tracker
 
 
 def _optimize_with_workers(exp: ZooExperiment) -> None:
-    """Create the study and its MLflow parent run once, run ``--n-workers`` processes on it, then finish."""
+    """Create the study and its MLflow parent run once, run trials here and in ``--n-workers - 1`` more processes.
+
+    This process is worker 0: it would otherwise sit idle, and the other workers' start-up
+    (imports, MLflow connection) overlaps its first trial.
+    """
+    import torch
+
     n = exp.options.n_workers
     exp.study_name = exp.study_name or f"{exp.algo}-{exp.env_id}-{uuid.uuid4().hex[:8]}"
     exp.storage = exp.storage or os.path.join(exp.log_folder, exp.algo, f"{exp.study_name}.log")
     study, objective = create_study(exp)
     tracker = create_tracker(exp, study)
-    total = exp.max_total_trials
-    if total is None:
-        total = len(study.get_trials(deepcopy=False, states=COUNTED_STATES)) + exp.n_trials
+    if exp.max_total_trials is None:
+        exp.max_total_trials = len(study.get_trials(deepcopy=False, states=COUNTED_STATES)) + exp.n_trials
     threads = max(1, (os.cpu_count() or 1) // n)
     commands = [
         workers.worker_command(sys.orig_argv, storage=exp.storage, study_name=exp.study_name,
-                               seed=(exp.seed + 7919 * (i + 1)) % 2**31, max_total_trials=total, threads=threads)
-        for i in range(n)
+                               seed=(exp.seed + 7919 * i) % 2**31, max_total_trials=exp.max_total_trials,
+                               threads=threads)
+        for i in range(1, n)
     ]  # fmt: skip
-    print(f"Running {n} worker processes on study {exp.study_name!r} ({storage.redact(exp.storage)}), {total} trials")
-    codes = workers.run_workers(commands)
-    if any(codes):
-        _logger.warning("worker exit codes: %s", codes)
+    print(
+        f"Running {n} worker processes on study {exp.study_name!r} ({storage.redact(exp.storage)}),"
+        f" {exp.max_total_trials} trials"
+    )
+    torch.set_num_threads(threads)
+    exp.n_jobs = 1
+    with workers.Workers(commands) as pool:
+        if not _run_tracked(study, objective, tracker, exp):
+            pool.interrupt()
+    if any(pool.exit_codes):
+        _logger.warning("worker exit codes: %s", pool.exit_codes)
     _finish(storage.load_study(exp.storage, exp.study_name), objective, tracker, exp)
 
 
-def _run(study: optuna.Study, objective: Any, exp: ZooExperiment) -> None:
+def _run(study: optuna.Study, objective: Any, exp: ZooExperiment) -> bool:
+    """Run trials until the budget is spent; return False if interrupted (Ctrl-C)."""
     n_trials: int | None = exp.n_trials
     callbacks = []
     if exp.max_total_trials is not None:
@@ -264,6 +285,8 @@ def _run(study: optuna.Study, objective: Any, exp: ZooExperiment) -> None:
             )
     except KeyboardInterrupt:
         _logger.warning("Interrupted: the study is saved and can be resumed with the same --storage/--study-name")
+        return False
+    return True
 
 
 def summarize(study: optuna.Study, exp: ZooExperiment) -> Path:

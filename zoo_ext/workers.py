@@ -1,11 +1,11 @@
 """Process workers on one machine: ``--n-workers N`` runs N copies of the command on one study.
 
 SB3 training holds the GIL, so stock ``--n-jobs`` threads do not add throughput; processes do.
-The launching process creates the study (and the MLflow store and parent run) once, then starts
-N workers: the same command line with a shared storage (a journal file in the log folder when
-``--storage`` is not given), its own sampler seed, ``--max-total-trials`` set to the study's
-total budget, and torch threads split between workers. Ctrl-C stops every worker; the study
-stays resumable.
+The launching process creates the study (and the MLflow store and parent run) once, starts
+N - 1 more workers and runs trials itself as worker 0. A worker is the same command line with a
+shared storage (a journal file in the log folder when ``--storage`` is not given), its own
+sampler seed, ``--max-total-trials`` set to the study's total budget, and torch threads split
+between workers. Ctrl-C stops every worker; the study stays resumable.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["WORKER_ENV", "is_worker", "run_workers", "worker_command"]
+__all__ = ["WORKER_ENV", "Workers", "is_worker", "worker_command"]
 
 _logger = logging.getLogger(__name__)
 
@@ -51,18 +51,48 @@ def worker_command(
     ]  # fmt: skip
 
 
-def run_workers(commands: Sequence[Sequence[str]], *, cwd: Path | None = None) -> list[int]:
-    """Run the worker commands until all end; on Ctrl-C interrupt them all. Return their exit codes."""
-    processes = []
-    for index, command in enumerate(commands):
-        env = {**os.environ, WORKER_ENV: str(index)}
-        processes.append(subprocess.Popen(list(command), cwd=cwd, env=env))
-    _logger.info("started %d worker processes: %s", len(processes), ", ".join(str(p.pid) for p in processes))
-    try:
-        return [process.wait() for process in processes]
-    except KeyboardInterrupt:
-        _logger.warning("Interrupted: stopping %d workers", len(processes))
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGINT)
-        return [process.wait() for process in processes]
+class Workers:
+    """Worker processes running ``commands``, as a context manager that waits for them on exit.
+
+    Example::
+
+        with Workers(commands) as pool:
+            if not run_my_own_trials():
+                pool.interrupt()
+        print(pool.exit_codes)
+
+    Ctrl-C while waiting, or :meth:`interrupt`, sends SIGINT to every worker still running: each
+    records its running trial and stops, so the study stays resumable.
+    """
+
+    def __init__(self, commands: Sequence[Sequence[str]], *, cwd: Path | None = None) -> None:
+        self.commands = [list(command) for command in commands]
+        self.cwd = cwd
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.exit_codes: list[int] = []
+
+    def __enter__(self) -> Workers:
+        for index, command in enumerate(self.commands, start=1):
+            env = {**os.environ, WORKER_ENV: str(index)}
+            self.processes.append(subprocess.Popen(command, cwd=self.cwd, env=env))
+        if self.processes:
+            pids = ", ".join(str(process.pid) for process in self.processes)
+            _logger.info("started %d worker processes: %s", len(self.processes), pids)
+        return self
+
+    def interrupt(self) -> None:
+        """Send SIGINT to every worker still running."""
+        running = [process for process in self.processes if process.poll() is None]
+        if running:
+            _logger.warning("Interrupted: stopping %d workers", len(running))
+        for process in running:
+            process.send_signal(signal.SIGINT)
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is not None:
+            self.interrupt()
+        try:
+            self.exit_codes = [process.wait() for process in self.processes]
+        except KeyboardInterrupt:
+            self.interrupt()
+            self.exit_codes = [process.wait() for process in self.processes]

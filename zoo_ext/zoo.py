@@ -195,7 +195,7 @@ def _save_config(self: Any, saved_hyperparams: dict[str, Any]) -> None:
 
 
 class ZooExperiment:
-    """Read-only view of a set-up ``ExperimentManager``: everything a study and a trial need."""
+    """View of a set-up ``ExperimentManager``: everything a study and a trial need (study flags may be filled in)."""
 
     def __init__(self, manager: Any) -> None:
         self._m = manager

@@ -1,0 +1,321 @@
+"""Benchmark zoo_ext against stock rl_zoo3 on this machine: overhead, throughput, search efficiency.
+
+Every study is a real ``python -m rl_zoo3.train -optimize`` run in a subprocess, with zoo_ext on
+or off (``ZOO_EXT_DISABLE=1``), in one invocation, so the ratios compare like with like:
+
+* overhead: the same seeded random-sampler study (same trials, same budgets) with and without
+  zoo_ext, MLflow logging on; runs alternate stock/zoo_ext/zoo_ext/stock to cancel drift;
+* throughput: completed trials per hour, ``--n-workers 2`` vs stock ``--n-jobs 2`` and ``--n-jobs 1``;
+* search efficiency: PPO on Pendulum-v1, equal trial count and steps per trial, several study seeds;
+  each study's best trial is re-trained on fresh seeds and evaluated (``--trial-id``), and the env
+  steps until the first evaluation at or above the threshold are counted in trial order.
+
+Usage::
+
+    python scripts/benchmark.py --quick              # a few minutes: smoke test (run in CI)
+    python scripts/benchmark.py --out bench-results  # full mode, about an hour on 2 cores
+
+Results are printed and written to ``<out>/results.json``; the full mode's go in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+TRAIN = [sys.executable, "-m", "rl_zoo3.train"]
+#: zoo_ext's recommended configuration for the search-efficiency section (see docs/benchmarks.md).
+RECOMMENDED = ["--search-space", "conditional", "--warm-start", "--sampler", "tpe", "--pruner", "median",
+               "--n-startup-trials", "5"]  # fmt: skip
+STOCK_SEARCH = ["--sampler", "tpe", "--pruner", "median"]
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Sizes of one benchmark mode."""
+
+    overhead_problem: tuple[str, str]
+    overhead_steps: int
+    overhead_trials: int
+    overhead_rounds: int
+    throughput_steps: int
+    throughput_trials: int
+    search_steps: int
+    search_trials: int
+    study_seeds: tuple[int, ...]
+    retrain_seeds: int
+    eval_episodes: int
+    threshold: float = -250.0
+
+
+QUICK = Budget(("a2c", "CartPole-v1"), 2048, 2, 1, 4096, 2, 2048, 2, (1,), 2, 2)
+FULL = Budget(("ppo", "Pendulum-v1"), 20_000, 5, 2, 150_000, 10, 100_000, 8, (1, 2, 3), 5, 10)
+
+
+class Runner:
+    """Runs ``rl_zoo3.train`` in subprocesses under ``root``, zoo_ext on or off."""
+
+    def __init__(self, root: Path, mlflow_uri: str) -> None:
+        self.root = root
+        self.mlflow_uri = mlflow_uri
+
+    def __call__(self, folder: str, args: list[str], *, stock: bool) -> float:
+        """Run one command in ``root/folder``; return its wall time in seconds (raise if it fails)."""
+        cwd = self.root / folder
+        cwd.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "MLFLOW_TRACKING_URI": self.mlflow_uri, "MLFLOW_DISABLE_TELEMETRY": "true"}
+        env.pop("ZOO_EXT_DISABLE", None)
+        if stock:
+            env["ZOO_EXT_DISABLE"] = "1"
+        start = time.perf_counter()
+        proc = subprocess.run([*TRAIN, *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
+        seconds = time.perf_counter() - start
+        (cwd / "stdout.txt").write_text(proc.stdout)
+        (cwd / "stderr.txt").write_text(proc.stderr)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} in {cwd} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+        return seconds
+
+
+def load_study(path: Path, name: str) -> optuna.Study:
+    """Return study ``name`` from the journal file ``path``."""
+    backend = optuna.storages.journal.JournalFileBackend(str(path))
+    return optuna.load_study(storage=optuna.storages.JournalStorage(backend), study_name=name)
+
+
+def study_args(algo: str, env_id: str, steps: int, trials: int, name: str, *extra: str) -> list[str]:
+    """Return the ``-optimize`` flags of a study stored in ``<name>.log`` of the run folder."""
+    return ["--algo", algo, "--env", env_id, "-optimize", "-n", str(steps), "--n-trials", str(trials),
+            "--storage", f"{name}.log", "--study-name", name, "--no-optim-plots", *extra]  # fmt: skip
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else float("nan")
+
+
+def overhead(run: Runner, budget: Budget) -> dict[str, Any]:
+    """Median per-trial wall time of the same seeded random study, zoo_ext vs stock (paired by trial)."""
+    algo, env_id = budget.overhead_problem
+    print(f"== overhead: {algo} {env_id}, random sampler (seed 7), {budget.overhead_trials} trials x "
+          f"{budget.overhead_steps} steps, {budget.overhead_rounds} round(s) of stock/zoo_ext, MLflow on")  # fmt: skip
+    times: dict[str, list[float]] = {"stock": [], "zoo_ext": []}
+    commands: dict[str, list[float]] = {"stock": [], "zoo_ext": []}
+    params: dict[str, list[dict[str, Any]]] = {"stock": [], "zoo_ext": []}
+    args = study_args(algo, env_id, budget.overhead_steps, budget.overhead_trials, "overhead",
+                      "--sampler", "random", "--pruner", "none", "--seed", "7", "--num-threads", "1",
+                      "--n-evaluations", "2", "--eval-episodes", "5")  # fmt: skip
+    for round_ in range(budget.overhead_rounds):
+        order = ("stock", "zoo_ext") if round_ % 2 == 0 else ("zoo_ext", "stock")
+        for mode in order:
+            folder = f"overhead/{mode}-{round_}"
+            commands[mode].append(run(folder, args, stock=mode == "stock"))
+            trials = sorted(load_study(run.root / folder / "overhead.log", "overhead").trials, key=lambda t: t.number)
+            times[mode] += [t.duration.total_seconds() for t in trials if t.duration is not None]
+            params[mode] += [t.params for t in trials]
+    pairs = [ratio(z, s) for z, s in zip(times["zoo_ext"], times["stock"], strict=True)]
+    result = {
+        "same_trials": params["stock"] == params["zoo_ext"],
+        "median_trial_seconds": {mode: statistics.median(values) for mode, values in times.items()},
+        "median_trial_ratio": statistics.median(pairs),
+        "median_command_ratio": ratio(statistics.median(commands["zoo_ext"]), statistics.median(commands["stock"])),
+    }
+    med = result["median_trial_seconds"]
+    print(f"same trials (params) in both: {'yes' if result['same_trials'] else 'NO'}")
+    print(f"median trial time: stock {med['stock']:.2f} s, zoo_ext {med['zoo_ext']:.2f} s")
+    print(f"overhead ratio (median of paired per-trial ratios): {result['median_trial_ratio']:.3f}x (target <= 1.02x)")
+    print(f"whole-command ratio (start-up and reports included): {result['median_command_ratio']:.3f}x")
+    return result
+
+
+def throughput(run: Runner, budget: Budget) -> dict[str, Any]:
+    """Trials per hour of ``--n-workers 2`` vs stock ``--n-jobs 1`` and ``--n-jobs 2``, equal per-trial budget."""
+    n = budget.throughput_trials
+    print(f"== throughput: a2c CartPole-v1, random sampler, {n} trials x {budget.throughput_steps} steps each")
+    base = study_args("a2c", "CartPole-v1", budget.throughput_steps, n, "throughput",
+                      "--sampler", "random", "--pruner", "none", "--seed", "11", "--n-evaluations", "2")  # fmt: skip
+    modes = {
+        "stock --n-jobs 1": (["--n-jobs", "1"], True),
+        "stock --n-jobs 2": (["--n-jobs", "2"], True),
+        "zoo_ext --n-workers 2": (["--n-workers", "2"], False),
+    }
+    per_hour: dict[str, float] = {}
+    for label, (extra, stock) in modes.items():
+        folder = "throughput/" + label.replace(" ", "_").replace("-", "")
+        seconds = run(folder, [*base, *extra], stock=stock)
+        study = load_study(run.root / folder / "throughput.log", "throughput")
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        per_hour[label] = done / seconds * 3600
+        print(f"{label:24s} {done} trials in {seconds:7.1f} s = {per_hour[label]:7.1f} trials/hour")
+    workers = per_hour["zoo_ext --n-workers 2"]
+    result = {
+        "trials_per_hour": per_hour,
+        "vs_n_jobs_1": ratio(workers, per_hour["stock --n-jobs 1"]),
+        "vs_n_jobs_2": ratio(workers, per_hour["stock --n-jobs 2"]),
+    }
+    print(f"zoo_ext --n-workers 2 vs stock --n-jobs 1: {result['vs_n_jobs_1']:.2f}x (target >= 1.8x)")
+    print(f"zoo_ext --n-workers 2 vs stock --n-jobs 2: {result['vs_n_jobs_2']:.2f}x (target >= 2.5x)")
+    return result
+
+
+def steps_to_threshold(trials: list[FrozenTrial], steps: int, n_evaluations: int, threshold: float) -> int | None:
+    """Return the env steps spent, in trial order, until an evaluation first reaches ``threshold``."""
+    per_eval = steps // n_evaluations
+    spent = 0
+    for trial in sorted(trials, key=lambda t: t.number):
+        values = [trial.intermediate_values[step] for step in sorted(trial.intermediate_values)]
+        for index, value in enumerate(values):
+            if value >= threshold:
+                return spent + (index + 1) * per_eval
+        spent += len(values) * per_eval
+    return None
+
+
+def env_steps(trials: list[FrozenTrial], steps: int, n_evaluations: int) -> int:
+    """Return the env steps the trials used (a pruned trial stops at its last evaluation)."""
+    return sum(len(t.intermediate_values) for t in trials) * (steps // n_evaluations)
+
+
+def retrain(run: Runner, folder: str, study_name: str, trial: int, seed: int, budget: Budget) -> float:
+    """Re-train trial ``trial`` of a study with ``seed``; return its final mean evaluation return."""
+    out = f"{folder}/retrain-{trial}-{seed}"
+    args = ["--algo", "ppo", "--env", "Pendulum-v1", "-n", str(budget.search_steps), "--num-threads", "1",
+            "--storage", str(run.root / folder / f"{study_name}.log"), "--study-name", study_name,
+            "--trial-id", str(trial), "--seed", str(seed), "--eval-freq", str(budget.search_steps),
+            "--eval-episodes", str(budget.eval_episodes), "-f", "logs"]  # fmt: skip
+    run(out, args, stock=False)
+    (npz,) = (run.root / out / "logs").rglob("evaluations.npz")
+    return float(np.load(npz)["results"][-1].mean())
+
+
+def search(run: Runner, budget: Budget) -> dict[str, Any]:
+    """Best configuration found (re-trained) and steps to the threshold, stock TPE vs zoo_ext's recommendation."""
+    n_eval = 5
+    print(f"== search efficiency: ppo Pendulum-v1, {budget.search_trials} trials x {budget.search_steps} steps "
+          f"per study, study seeds {list(budget.study_seeds)}, best trial re-trained on {budget.retrain_seeds} "
+          f"fresh seeds x {budget.eval_episodes} episodes, threshold {budget.threshold:g}")  # fmt: skip
+    print(f"stock:   {' '.join(STOCK_SEARCH)} (rl_zoo3's space)")
+    print(f"zoo_ext: {' '.join(RECOMMENDED)}")
+    configs = {"stock": (STOCK_SEARCH, True), "zoo_ext": (RECOMMENDED, False)}
+    jobs = []
+    for seed in budget.study_seeds:
+        for label, (extra, stock) in configs.items():
+            args = study_args("ppo", "Pendulum-v1", budget.search_steps, budget.search_trials, "search",
+                              *extra, "--seed", str(seed), "--num-threads", "1", "--n-evaluations", str(n_eval),
+                              "--eval-episodes", str(budget.eval_episodes))  # fmt: skip
+            jobs.append((label, seed, f"search/{label}-{seed}", args, stock))
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda job: run(job[2], job[3], stock=job[4]), jobs))
+    fresh = [100_000 + i for i in range(budget.retrain_seeds)]
+    rows: dict[str, list[dict[str, Any]]] = {label: [] for label in configs}
+    retrains = []
+    for label, seed, folder, _, _ in jobs:
+        study = load_study(run.root / folder / "search.log", "search")
+        trials = study.get_trials(deepcopy=False)
+        finished = [t for t in trials if t.state == TrialState.COMPLETE]
+        best = max(finished, key=lambda t: t.value or -np.inf)
+        reached = steps_to_threshold(trials, budget.search_steps, n_eval, budget.threshold)
+        states = [t.state.name for t in trials]
+        row = {"study_seed": seed, "best_trial": best.number, "best_trial_value": best.value,
+               "steps_to_threshold": reached, "env_steps_used": env_steps(trials, budget.search_steps, n_eval),
+               "states": {name: states.count(name) for name in sorted(set(states))}}  # fmt: skip
+        rows[label].append(row)
+        retrains += [(row, folder, best.number, s) for s in fresh]
+    with ThreadPoolExecutor(2) as pool:
+        scores = list(pool.map(lambda job: retrain(run, job[1], "search", job[2], job[3], budget), retrains))
+    for (row, *_), score in zip(retrains, scores, strict=True):
+        row.setdefault("retrain_returns", []).append(score)
+    summary: dict[str, Any] = {}
+    for label, label_rows in rows.items():
+        for row in label_rows:
+            row["retrain_median"] = statistics.median(row["retrain_returns"])
+            reached = row["steps_to_threshold"]
+            print(f"{label:8s} seed {row['study_seed']}: best trial {row['best_trial']} ({row['best_trial_value']:.1f})"
+                  f" re-trained median {row['retrain_median']:.1f}, steps to {budget.threshold:g}: "
+                  f"{reached if reached is not None else 'not reached'}, env steps used {row['env_steps_used']}, "
+                  f"{row['states']}")  # fmt: skip
+        never = budget.search_trials * budget.search_steps + 1  # not reached counts as more than the budget
+        summary[label] = {
+            "median_retrain_return": statistics.median(r["retrain_median"] for r in label_rows),
+            "median_steps_to_threshold": statistics.median(r["steps_to_threshold"] or never for r in label_rows),
+        }
+    stock, zoo = summary["stock"], summary["zoo_ext"]
+    result = {
+        "rows": rows,
+        "summary": summary,
+        "steps_ratio": ratio(zoo["median_steps_to_threshold"], stock["median_steps_to_threshold"]),
+        "return_difference": zoo["median_retrain_return"] - stock["median_retrain_return"],
+    }
+    budget_steps = budget.search_trials * budget.search_steps
+
+    def show(steps: float) -> str:
+        return f"{steps:.0f}" if steps <= budget_steps else f"> {budget_steps} (not reached)"
+
+    print(f"median re-trained return of the best found: stock {stock['median_retrain_return']:.1f}, "
+          f"zoo_ext {zoo['median_retrain_return']:.1f} (difference {result['return_difference']:+.1f}; "
+          "target: not worse)")  # fmt: skip
+    print(f"median env steps to {budget.threshold:g}: stock {show(stock['median_steps_to_threshold'])}, "
+          f"zoo_ext {show(zoo['median_steps_to_threshold'])}: ratio {result['steps_ratio']:.2f}x "
+          "(target <= 0.5x)")  # fmt: skip
+    return result
+
+
+def machine() -> dict[str, Any]:
+    """Return a description of this machine and the package versions."""
+    from importlib.metadata import version
+
+    packages = ("rl_zoo3", "stable-baselines3", "torch", "optuna", "mlflow", "gymnasium")
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "packages": {name: version(name) for name in packages},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny budgets: finishes in minutes (smoke test)")
+    parser.add_argument("--out", type=Path, default=Path("benchmark-results"), help="work and results folder")
+    sections = {"overhead": overhead, "throughput": throughput, "search": search}
+    parser.add_argument("--sections", nargs="+", default=list(sections), choices=list(sections), help="default: all")
+    args = parser.parse_args(argv)
+    budget = QUICK if args.quick else FULL
+    root = args.out.resolve()
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    from mlflow import MlflowClient
+
+    mlflow_uri = f"sqlite:///{root / 'mlflow.db'}"
+    MlflowClient(mlflow_uri).search_experiments()  # create the store before any timing
+    run = Runner(root, mlflow_uri)
+    info = machine()
+    print(f"zoo_ext benchmark ({'quick' if args.quick else 'full'} mode): {' '.join(sys.argv)}")
+    print(f"machine: {info['cpus']} CPUs, {info['processor']}, {info['platform']}, Python {info['python']}")
+    print("packages: " + ", ".join(f"{k} {v}" for k, v in info["packages"].items()))
+    results: dict[str, Any] = {"mode": "quick" if args.quick else "full", "budget": asdict(budget), "machine": info}
+    for name in args.sections:
+        start = time.perf_counter()
+        results[name] = sections[name](run, budget)
+        print(f"({name}: {time.perf_counter() - start:.0f} s)\n", flush=True)
+        (root / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
