@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install zoo_ext and its dependencies into the current Python, with the CPU build of torch.
-# With --test, also what the tests need: the test extras and Debian's Chromium (for the MLflow UI test).
+# With --test, also what the tests need: the test extras, Debian's Chromium (for the MLflow UI test) and
+# Debian's PostgreSQL server (the tests start throw-away clusters on 127.0.0.1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -8,11 +9,14 @@ PYTHON="${PYTHON:-python3}"
 "$PYTHON" -m pip install --quiet "torch==2.13.0"
 if [[ "${1:-}" == "--test" ]]; then
     "$PYTHON" -m pip install --quiet -e ".[test]"
-    if ! command -v chromium >/dev/null; then
+    missing=()
+    command -v chromium >/dev/null || missing+=(chromium)
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null || missing+=(postgresql)
+    if (( ${#missing[@]} )); then
         SUDO=""
         [[ "$(id -u)" != 0 ]] && SUDO="sudo"
         $SUDO apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
 else
     "$PYTHON" -m pip install --quiet -e .

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
+import shutil
+import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import optuna
@@ -13,6 +20,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STOCK = [sys.executable, "-m", "rl_zoo3.train"]
+
+
+def _env(cwd: Path, env: dict[str, str] | None) -> dict[str, str]:
+    """Return a clean, offline-friendly environment for a zoo run in ``cwd``."""
+    full_env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "OPTUNAHUB_CACHE_HOME": str(cwd / "optunahub-cache"),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "OMP_NUM_THREADS": "1",
+        **(env or {}),
+    }
+    if "ZOO_EXT_DISABLE" not in (env or {}):
+        full_env.pop("ZOO_EXT_DISABLE", None)
+    return full_env
 
 
 def run(
@@ -24,23 +46,20 @@ def run(
     check: bool = True,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``cmd`` in ``cwd`` with a clean, offline-friendly environment; return its output."""
-    full_env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "OPTUNAHUB_CACHE_HOME": str(cwd / "optunahub-cache"),
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "OMP_NUM_THREADS": "1",
-        **(env or {}),
-    }
-    if "ZOO_EXT_DISABLE" not in (env or {}):
-        full_env.pop("ZOO_EXT_DISABLE", None)
     proc = subprocess.run(
-        list(cmd), cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
+        list(cmd), cwd=cwd, env=_env(cwd, env), capture_output=True, text=True, timeout=timeout, check=False
     )
     if check and proc.returncode != 0:
         output = f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{output}")
     return proc
+
+
+def start(cmd: Sequence[str], cwd: Path, *, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start ``cmd`` in ``cwd`` like :func:`run` does, without waiting; output is captured."""
+    return subprocess.Popen(
+        list(cmd), cwd=cwd, env=_env(cwd, env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def optimize_args(algo: str, env_id: str, *, n: int = 256, trials: int = 2, seed: int = 3) -> list[str]:
@@ -78,3 +97,104 @@ def _mlflow_tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> None:
 def workdir(tmp_path: Path) -> Path:
     """A fresh working directory for one zoo run."""
     return tmp_path
+
+
+#: The test role's password: tests check it never leaks into output, attributes or stores.
+PG_PASSWORD = "s3cr3t-Pw"
+PG_USER = "zoo"
+
+
+def _pg_bin(name: str) -> str:
+    """Return the path of a PostgreSQL server program (Debian keeps them off PATH)."""
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    path = found[-1] if found else shutil.which(name)
+    if path is None:
+        pytest.fail(f"PostgreSQL's {name} not found: install Debian's postgresql (scripts/setup.sh --test does)")
+    return path
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Postgres:
+    """A throw-away PostgreSQL cluster on 127.0.0.1 with a password-protected role ``zoo``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.port = free_port()
+        # initdb refuses to run as root: run the server as Debian's postgres user then.
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.admin_password = "admin-" + os.urandom(6).hex()
+
+    def start(self) -> None:
+        data, pwfile = self.root / "data", self.root / "pwfile"
+        pwfile.write_text(self.admin_password)
+        if self.as_user:
+            shutil.chown(self.root, "postgres")
+            shutil.chown(pwfile, "postgres")
+        subprocess.run([*self.as_user, _pg_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "scram-sha-256",
+                        f"--pwfile={pwfile}", "--no-sync"], check=True, capture_output=True)  # fmt: skip
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        subprocess.run([*self.as_user, _pg_bin("pg_ctl"), "-D", str(data), "-l", str(self.root / "server.log"),
+                        "-o", options, "-w", "start"], check=True, capture_output=True)  # fmt: skip
+        self.admin(f"CREATE ROLE {PG_USER} LOGIN PASSWORD '{PG_PASSWORD}'")
+
+    def stop(self) -> None:
+        subprocess.run([*self.as_user, _pg_bin("pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "stop"],
+                       check=False, capture_output=True)  # fmt: skip
+
+    def admin(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", password=self.admin_password,
+                             dbname="postgres", autocommit=True) as conn:  # fmt: skip
+            conn.execute(sql)  # type: ignore[arg-type]
+
+    def database(self, name: str, *, password: bool = True) -> str:
+        """Create database ``name`` owned by ``zoo``; return its URL (with the password unless told not to)."""
+        self.admin(f'CREATE DATABASE "{name}" OWNER {PG_USER}')
+        secret = f":{PG_PASSWORD}" if password else ""
+        return f"postgresql://{PG_USER}{secret}@127.0.0.1:{self.port}/{name}"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """A PostgreSQL server for the session (each test creates its own databases)."""
+    server = Postgres(Path(tempfile.mkdtemp(prefix="zoo_ext_pg_")))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def mlflow_server(folder: Path, backend_store_uri: str) -> Iterator[str]:
+    """Run a throw-away ``mlflow server`` on 127.0.0.1 with ``backend_store_uri``; yield its URL."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+           "--backend-store-uri", backend_store_uri, "--artifacts-destination", str(folder / "artifacts")]  # fmt: skip
+    log_path = folder / "mlflow-server.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(cmd, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 180
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{url}/health", timeout=2):
+                        break
+                except OSError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise AssertionError(f"mlflow server did not start:\n{log_path.read_text()}") from None
+                    time.sleep(0.5)
+            yield url
+        finally:
+            server.terminate()
+            server.wait(timeout=30)

@@ -1,9 +1,90 @@
-"""Password redaction in storage and tracking URLs."""
+"""Storages from ``--storage`` values, recovery of dead workers' trials, and password redaction."""
 
-from zoo_ext.storage import redact
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import GrpcStorageProxy, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from zoo_ext import storage
+from zoo_ext.study import study_uid
+from zoo_ext.workers import Interrupted, signals_interrupt
 
 
 def test_redact_hides_passwords_only() -> None:
     text = "python -m rl_zoo3.train --storage postgresql://bob:s3cr3t-Pw@db:5432/optuna -f logs"
-    assert redact(text) == "python -m rl_zoo3.train --storage postgresql://bob:***@db:5432/optuna -f logs"
-    assert redact("sqlite:///study.db and http://host:5000/x") == "sqlite:///study.db and http://host:5000/x"
+    assert storage.redact(text) == "python -m rl_zoo3.train --storage postgresql://bob:***@db:5432/optuna -f logs"
+    assert storage.redact("sqlite:///study.db and http://host:5000/x") == "sqlite:///study.db and http://host:5000/x"
+    assert (
+        storage.redact("postgresql://db/o?user=bob&password=s3cr3t-Pw&x=1")
+        == "postgresql://db/o?user=bob&password=***&x=1"
+    )
+
+
+def test_redact_all_walks_nested_values() -> None:
+    value = {"a": ["mysql://u:pw@h/db", ("http://u:pw@h",)], "b": 3, "c": None}
+    assert storage.redact_all(value) == {"a": ["mysql://u:***@h/db", ("http://u:***@h",)], "b": 3, "c": None}
+
+
+def test_open_storage_kinds(tmp_path: Path) -> None:
+    assert storage.open_storage(None) is None
+    assert isinstance(storage.open_storage(str(tmp_path / "sub" / "s.log")), JournalStorage)
+    assert (tmp_path / "sub").is_dir()
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    plain = storage.open_storage(url)
+    assert isinstance(plain, RDBStorage) and plain.get_heartbeat_interval() is None
+    rdb = storage.open_storage(url, heartbeat_interval=5, grace_period=11, retries=2)
+    assert isinstance(rdb, RDBStorage) and rdb.get_heartbeat_interval() == 5 and rdb.grace_period == 11
+    assert isinstance(rdb.heartbeat_stale_trial_callback, RetryHeartbeatStaleTrialCallback)
+    assert isinstance(storage.open_storage("grpc://127.0.0.1:13001"), GrpcStorageProxy)
+    with pytest.raises(ValueError, match="grpc://HOST:PORT"):
+        storage.open_storage("grpc://nowhere")
+    assert [storage.is_database(s) for s in (url, "x.log", "grpc://h:1", None)] == [True, False, False, False]
+
+
+def test_study_uid_ignores_credentials() -> None:
+    with_password = study_uid("postgresql://zoo:s3cr3t-Pw@db:5432/optuna", "s")
+    assert with_password == study_uid("postgresql://zoo@db:5432/optuna", "s")  # password from .pgpass
+    assert with_password != study_uid("postgresql://zoo@db:5432/optuna", "t")
+
+
+def _running_trial(study: optuna.Study, worker: dict) -> optuna.trial.FrozenTrial:
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    trial.set_user_attr(storage.WORKER_ATTR, worker)
+    return study.trials[trial.number]
+
+
+def test_dead_local_workers_trials_fail_and_are_retried(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=storage.open_storage(str(tmp_path / "s.log")), study_name="s")
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = {"host": socket.gethostname(), "pid": int(gone.stdout), "started": "1"}
+    dead_trial = _running_trial(study, dead)
+    alive = _running_trial(study, storage.worker_identity())  # this process: alive
+    remote = _running_trial(study, {**dead, "host": "another-host"})  # cannot be checked from here
+    (failed,) = storage.fail_dead_local_trials(study, retries=1)
+    assert failed.number == dead_trial.number and failed.state == TrialState.FAIL
+    assert f"worker process {dead['pid']}" in failed.user_attrs["fail_reason"]
+    states = {t.number: t.state for t in study.trials}
+    assert states[alive.number] == states[remote.number] == TrialState.RUNNING
+    (retry,) = study.get_trials(states=(TrialState.WAITING,))
+    assert retry.params == dead_trial.params
+    assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == dead_trial.number
+    assert storage.fail_dead_local_trials(study, retries=1) == []  # once only
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_interrupt_names_the_signal(sig: signal.Signals) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted) as caught, signals_interrupt():
+        os.kill(os.getpid(), sig)
+        signal.sigtimedwait([], 0.1)  # let the handler run
+    assert caught.value.signal_name == sig.name and isinstance(caught.value, KeyboardInterrupt)
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, STOCK, load, optimize_args, run
+from conftest import ROOT, STOCK, load, mlflow_server, optimize_args, run
 
 pytestmark = pytest.mark.slow
 
@@ -23,39 +18,11 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def mlflow_server(tmp_path: Path) -> Iterator[str]:
+@pytest.fixture(name="mlflow_server")
+def mlflow_server_fixture(tmp_path: Path) -> Iterator[str]:
     """A throw-away ``mlflow server`` on 127.0.0.1 with its own SQLite store; yields its URL."""
-    port = _free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-           "--default-artifact-root", str(tmp_path / "artifacts")]  # fmt: skip
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    server_log = (tmp_path / "server.log").read_text()
-                    raise AssertionError(f"mlflow server did not start:\n{server_log}") from None
-                time.sleep(0.5)
+    with mlflow_server(tmp_path, f"sqlite:///{tmp_path / 'server.db'}") as url:
         yield url
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
 
 
 def _post(url: str, endpoint: str, body: dict) -> dict:

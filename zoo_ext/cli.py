@@ -98,6 +98,23 @@ def _mlflow_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def _storage_proxy(args: argparse.Namespace) -> int:
+    from optuna.storages import RDBStorage, run_grpc_proxy_server
+
+    from zoo_ext import storage
+
+    if not storage.is_database(args.storage):
+        print("zoo_ext: error: storage-proxy serves a database storage (postgresql://, mysql://, sqlite://)",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    print(f"Serving {storage.redact(args.storage)} on grpc://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
+    try:
+        run_grpc_proxy_server(RDBStorage(args.storage), host=args.host, port=args.port)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m zoo_ext", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -124,6 +141,12 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--study-name", required=True)
     sync.add_argument("--mlflow-tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
     sync.add_argument("--mlflow-experiment", default=None, help="default: <algo>-<env id>")
+    proxy = sub.add_parser(
+        "storage-proxy", help="serve a database storage to many workers over gRPC (workers: --storage grpc://HOST:PORT)"
+    )
+    proxy.add_argument("--storage", required=True, help="database URL; the password may come from PGPASSWORD/.pgpass")
+    proxy.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")
+    proxy.add_argument("--port", type=int, default=13000)
     return parser
 
 
@@ -133,5 +156,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv and argv[0] == "train":
         sys.exit(_train(argv[1:]))
     args = _parser().parse_args(argv)
-    handler = {"list": _list, "export": _export, "report": _report, "mlflow-sync": _mlflow_sync}[args.command]
+    handlers = {"list": _list, "export": _export, "report": _report, "mlflow-sync": _mlflow_sync,
+                "storage-proxy": _storage_proxy}  # fmt: skip
+    handler = handlers[args.command]
     sys.exit(handler(args))

@@ -79,6 +79,22 @@ OPTIONS: tuple[Option, ...] = (
         kind="int",
     ),
     Option(
+        "heartbeat_interval",
+        "--heartbeat-interval",
+        30,
+        "Database storage: seconds between a running trial's heartbeats (0: off); a trial whose worker died is"
+        " failed after --grace-period and retried",
+        kind="int",
+    ),
+    Option(
+        "grace_period",
+        "--grace-period",
+        0,
+        "Database storage: seconds without a heartbeat after which a running trial is failed (0: 2 x interval)",
+        kind="int",
+    ),
+    Option("trial_retries", "--trial-retries", 1, "Retries of a trial whose worker died (its parameters)", kind="int"),
+    Option(
         "seed_aggregate",
         "--seed-aggregate",
         "mean",
@@ -143,6 +159,9 @@ class ZooOptions:
     objectives: tuple[str, ...] = ("mean_reward",)
     n_seeds: int = 1
     n_workers: int = 1
+    heartbeat_interval: int = 30
+    grace_period: int = 0
+    trial_retries: int = 1
     seed_aggregate: str = "mean"
     objective_metric: str = "last"
     reevaluate_top: int = 0
@@ -238,8 +257,10 @@ def check(options: ZooOptions, *, algo: str) -> None:
 
 
 def as_dict(options: ZooOptions) -> dict[str, Any]:
-    """Return ``options`` as a plain dict (for study attributes and logs)."""
-    return {f.name: getattr(options, f.name) for f in fields(options)}
+    """Return ``options`` as a plain dict (for study attributes and logs), passwords in URLs redacted."""
+    from zoo_ext.storage import redact_all
+
+    return {f.name: redact_all(getattr(options, f.name)) for f in fields(options)}
 
 
 def exit_with_error(exc: Exception) -> NoReturn:

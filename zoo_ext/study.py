@@ -7,12 +7,15 @@ write the stock report files (CSV and pickle).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import pickle
+import re
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -51,6 +54,18 @@ def create_study(exp: ZooExperiment) -> tuple[optuna.Study, Objective]:
     """Return the (new or resumed) study and its objective; exit with status 2 on bad input."""
     opts = exp.options
     try:
+        backend = storage.open_storage(
+            exp.storage,
+            heartbeat_interval=opts.heartbeat_interval,
+            grace_period=opts.grace_period,
+            retries=opts.trial_retries,
+        )
+        joining = _study_exists(backend, exp.study_name)
+    except Exception as exc:  # noqa: BLE001 - any driver's connection error, reported without the password
+        where = storage.redact(str(exp.storage))
+        options.exit_with_error(StorageError(f"cannot open storage {where}: {storage.redact(str(exc))}"))
+    exp.sampler_seed = sampler_seed(exp.seed, joining=joining)
+    try:
         objectives = resolve_objectives(opts.objectives)
         directions = [o.direction for o in objectives]
         space = SEARCH_SPACES.get(opts.search_space, exp.algo)
@@ -60,7 +75,7 @@ def create_study(exp: ZooExperiment) -> tuple[optuna.Study, Objective]:
         sampler = create_sampler(
             opts.sampler,
             opts.sampler_kwargs,
-            seed=exp.seed,
+            seed=exp.sampler_seed,
             n_startup_trials=exp.n_startup_trials,
             directions=directions,
             space=info,
@@ -101,11 +116,13 @@ def create_study(exp: ZooExperiment) -> tuple[optuna.Study, Objective]:
     study = optuna.create_study(
         sampler=sampler,
         pruner=pruner,
-        storage=storage.open_storage(exp.storage),
+        storage=backend,
         study_name=exp.study_name,
         load_if_exists=True,
         directions=directions,  # type: ignore[arg-type]
     )
+    for trial in storage.fail_dead_local_trials(study, opts.trial_retries):
+        _logger.warning("trial %d failed: %s", trial.number, trial.user_attrs["fail_reason"])
     if opts.warm_start and not study.trials:
         _enqueue_warm_start(study, exp, info.distributions)
     if "command" not in study.user_attrs:
@@ -130,15 +147,43 @@ def create_study(exp: ZooExperiment) -> tuple[optuna.Study, Objective]:
     return study, objective
 
 
+class StorageError(RuntimeError):
+    """The ``--storage`` cannot be opened; the message has no password."""
+
+
+def _study_exists(backend: Any, study_name: str | None) -> bool:
+    """Return True if ``study_name`` already exists in ``backend`` (this process joins or resumes it)."""
+    if backend is None or study_name is None:
+        return False
+    return study_name in optuna.get_all_study_names(backend)
+
+
+def sampler_seed(seed: int, *, joining: bool) -> int:
+    """Return the sampler seed of this process: ``seed`` for a new study, else one of its own.
+
+    A process that joins or resumes a study with the seed that created it would sample the
+    same parameters again (a seeded sampler restarts its random stream); ``--n-workers``
+    workers get distinct seeds from their launcher.
+    """
+    if not joining or workers.is_worker():
+        return seed
+    me = storage.worker_identity()
+    key = f"{seed}|{me['host']}|{me['pid']}|{me['started']}"
+    derived = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 2**31
+    _logger.info("joining an existing study: this process samples with its own seed %d", derived)
+    return derived
+
+
 def study_uid(storage_url: str | None, study_name: str) -> str:
     """Return the id that ties a study to its MLflow parent run.
 
-    Derived from the storage and the study name, so workers creating the same new study at the
-    same moment store the same id; an in-memory study gets a random one.
+    Derived from the storage (without credentials) and the study name, so workers creating the
+    same new study at the same moment store the same id; an in-memory study gets a random one.
     """
     if storage_url is None:
         return uuid.uuid4().hex
-    where = os.path.abspath(storage_url) if storage_url.endswith(".log") else storage.redact(storage_url)
+    # Without user info: workers may pass credentials in the URL or through PGPASSWORD/.pgpass.
+    where = os.path.abspath(storage_url) if storage_url.endswith(".log") else re.sub(r"//[^/@]*@", "//", storage_url)
     return hashlib.sha256(f"{where}|{study_name}".encode()).hexdigest()[:32]
 
 
@@ -202,9 +247,10 @@ def optimize(exp: ZooExperiment) -> None:
         return
     study, objective = create_study(exp)
     tracker = create_tracker(exp, study)
-    _run_tracked(study, objective, tracker, exp)
+    with workers.signals_interrupt():
+        completed = _run_tracked(study, objective, tracker, exp)
     if not workers.is_worker():
-        _finish(study, objective, tracker, exp)
+        _finish(study, objective, tracker, exp, completed=completed)
 
 
 def _run_tracked(
@@ -216,17 +262,26 @@ def _run_tracked(
         if tracker is not None:
             objective.model_dir = Path(model_dir)
             run = tracking.TrackedObjective(objective, tracker, env_id=exp.env_id, config=exp.config)
-        return _run(study, run, exp)
+        with _Recovery(study, tracker, exp):
+            return _run(study, run, exp)
 
 
-def _finish(study: optuna.Study, objective: Objective, tracker: tracking.Tracker | None, exp: ZooExperiment) -> None:
-    """Re-evaluate (if asked), print the summary, write the reports and close the parent run."""
-    if exp.options.reevaluate_top:
+def _finish(
+    study: optuna.Study,
+    objective: Objective,
+    tracker: tracking.Tracker | None,
+    exp: ZooExperiment,
+    *,
+    completed: bool = True,
+) -> None:
+    """Re-evaluate (if asked and not interrupted), print the summary, write the reports, close the parent run."""
+    if exp.options.reevaluate_top and completed:
         reevaluate(study, objective, tracker, exp.options.reevaluate_top, exp.options.eval_seeds)
     report = summarize(study, exp)
     if tracker is not None:
+        tracker.close_stale_runs(study)
         tracker.log_study_artifacts(report)
-        tracker.end_study()
+        tracker.end_study("FINISHED" if completed else "KILLED")
 
 
 def _optimize_with_workers(exp: ZooExperiment) -> None:
@@ -247,7 +302,7 @@ def _optimize_with_workers(exp: ZooExperiment) -> None:
     threads = max(1, (os.cpu_count() or 1) // n)
     commands = [
         workers.worker_command(sys.orig_argv, storage=exp.storage, study_name=exp.study_name,
-                               seed=(exp.seed + 7919 * i) % 2**31, max_total_trials=exp.max_total_trials,
+                               seed=(exp.sampler_seed + 7919 * i) % 2**31, max_total_trials=exp.max_total_trials,
                                threads=threads)
         for i in range(1, n)
     ]  # fmt: skip
@@ -257,36 +312,98 @@ def _optimize_with_workers(exp: ZooExperiment) -> None:
     )
     torch.set_num_threads(threads)
     exp.n_jobs = 1
-    with workers.Workers(commands) as pool:
-        if not _run_tracked(study, objective, tracker, exp):
+    with workers.signals_interrupt(), workers.Workers(commands) as pool:
+        completed = _run_tracked(study, objective, tracker, exp)
+        if not completed:
             pool.interrupt()
     if any(pool.exit_codes):
         _logger.warning("worker exit codes: %s", pool.exit_codes)
-    _finish(storage.load_study(exp.storage, exp.study_name), objective, tracker, exp)
+        completed = False
+    _finish(study, objective, tracker, exp, completed=completed)
 
 
 def _run(study: optuna.Study, objective: Any, exp: ZooExperiment) -> bool:
-    """Run trials until the budget is spent; return False if interrupted (Ctrl-C)."""
-    n_trials: int | None = exp.n_trials
-    callbacks = []
-    if exp.max_total_trials is not None:
-        # Count running trials too, otherwise workers overshoot the total (stock rl_zoo3 does the same).
-        n_trials = None if len(study.get_trials(states=COUNTED_STATES)) < exp.max_total_trials else 0
-        callbacks.append(MaxTrialsCallback(exp.max_total_trials, states=COUNTED_STATES))
+    """Run trials until the budget is spent; return False if interrupted (Ctrl-C, SIGTERM).
+
+    With ``--max-total-trials`` the budget is the study's, shared by all its workers: live and
+    finished trials count, failed ones do not. Once it is spent while trials of other workers
+    still run, this worker waits for them: a dead worker's trial is failed when its heartbeats
+    stop (database storages) and retried here, so the study still reaches its budget.
+    """
+    run = functools.partial(study.optimize, objective, n_jobs=exp.n_jobs, gc_after_trial=True, catch=(TrialFailed,))
     try:
-        if n_trials != 0:
-            study.optimize(
-                objective,
-                n_trials=n_trials,
-                n_jobs=exp.n_jobs,
-                callbacks=callbacks,
-                gc_after_trial=True,
-                catch=(TrialFailed,),
-            )
+        if exp.max_total_trials is None:
+            run(n_trials=exp.n_trials)
+            return True
+        total = exp.max_total_trials
+        while True:
+            if _n_counted(study) < total:
+                run(n_trials=None, callbacks=[MaxTrialsCallback(total, states=COUNTED_STATES)])
+            elif not _wait_for_running(study, exp):
+                return True
     except KeyboardInterrupt:
         _logger.warning("Interrupted: the study is saved and can be resumed with the same --storage/--study-name")
         return False
+
+
+def _n_counted(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
+
+
+def _wait_for_running(study: optuna.Study, exp: ZooExperiment) -> bool:
+    """Wait for other workers' running trials; return False once none is left that could still fail."""
+    if _recover(study, None, exp):
+        return True
+    heartbeats = storage.is_database(exp.storage) and exp.options.heartbeat_interval > 0
+    if not heartbeats or not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        return False
+    time.sleep(min(exp.options.heartbeat_interval, 2))
     return True
+
+
+def _recover(study: optuna.Study, tracker: tracking.Tracker | None, exp: ZooExperiment) -> bool:
+    """Fail the trials of dead workers (retrying them) and close their MLflow runs; return True if any."""
+    failed = storage.fail_dead_local_trials(study, exp.options.trial_retries)
+    if storage.is_database(exp.storage) and exp.options.heartbeat_interval > 0:
+        running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        with storage.experimental():
+            optuna.storages.fail_stale_trials(study)
+        failed += [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number in running]
+    if failed and tracker is not None:
+        tracker.close_stale_runs(study)
+    for trial in failed:
+        _logger.warning("trial %d: its worker died (no heartbeat); failed and queued again", trial.number)
+    return bool(failed)
+
+
+class _Recovery:
+    """A daemon thread that calls :func:`_recover` every heartbeat interval while trials run.
+
+    Optuna fails a stale trial only when a worker starts its next trial; with long trials that
+    can take many minutes. This thread fails it, queues its retry and closes its MLflow run as
+    FAILED within about one interval after the grace period.
+    """
+
+    def __init__(self, study: optuna.Study, tracker: tracking.Tracker | None, exp: ZooExperiment) -> None:
+        self.study, self.tracker, self.exp = study, tracker, exp
+        self.interval = exp.options.heartbeat_interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="zoo_ext-recovery", daemon=True)
+
+    def _loop(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                _recover(self.study, self.tracker, self.exp)
+            except Exception as exc:  # noqa: BLE001 - a storage hiccup must not end the study
+                _logger.debug("recovery check failed: %s", storage.redact(str(exc)))
+
+    def __enter__(self) -> _Recovery:
+        if self.interval > 0:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
 
 
 def summarize(study: optuna.Study, exp: ZooExperiment) -> Path:
@@ -313,12 +430,23 @@ def summarize(study: optuna.Study, exp: ZooExperiment) -> Path:
     trials.to_csv(f"{log_path}.csv")
     try:
         with open(f"{log_path}.pkl", "wb+") as f:
-            pickle.dump(study, f)
+            pickle.dump(_detached(study), f)
     except (pickle.PicklingError, TypeError, AttributeError) as exc:
         _logger.warning("The study object cannot be pickled (%s); load it from its storage instead", exc)
     folder = Path(log_path)
     reports.write_report(study, folder, plots=not exp.no_optim_plots, trials=trials)
     return folder
+
+
+def _detached(study: optuna.Study) -> optuna.Study:
+    """Return an in-memory copy of ``study`` to pickle: a database storage would pickle its URL (password)."""
+    copy = optuna.create_study(
+        study_name=study.study_name, directions=study.directions, sampler=study.sampler, pruner=study.pruner
+    )
+    for key, value in study.user_attrs.items():
+        copy.set_user_attr(key, value)
+    copy.add_trials(study.get_trials(deepcopy=False, states=tuple(s for s in TrialState if s.is_finished())))
+    return copy
 
 
 def _candidates(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:

@@ -223,15 +223,20 @@ class Tracker:
         self._call(self._close_stale_runs, study)
 
     def _close_stale_runs(self, study: optuna.Study) -> None:
-        states = {t.number: t.state for t in study.get_trials(deepcopy=False)}
+        trials = {str(t.number): t for t in study.get_trials(deepcopy=False)}
         query = (
             f"tags.`{UID_TAG}` = '{self.study_uid}' and tags.`{ROLE_TAG}` = 'trial' and attributes.status = 'RUNNING'"
         )
         for run in self.client.search_runs([self.experiment_id], query):
-            number = run.data.tags.get(NUMBER_TAG)
-            state = states.get(int(number)) if number is not None else None
-            if state is not None and state.is_finished():
-                self.client.set_tag(run.info.run_id, STATE_TAG, state.name)
+            trial = trials.get(run.data.tags.get(NUMBER_TAG, ""))
+            if trial is not None and trial.state.is_finished():
+                state = trial.state
+                tags = {STATE_TAG: state.name}
+                if state == TrialState.FAIL:
+                    reason = trial.user_attrs.get("fail_reason", "its worker stopped sending heartbeats (it died)")
+                    tags["mlflow.note.content"] = f"FAILED: {reason}"
+                for key, value in tags.items():
+                    self.client.set_tag(run.info.run_id, key, value)
                 self.client.set_terminated(run.info.run_id, STATUS[state])
 
     def start_trial(self, number: int) -> str:

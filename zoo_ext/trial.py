@@ -24,6 +24,7 @@ from zoo_ext import record
 from zoo_ext.objectives import Objective as ObjectiveSpec
 from zoo_ext.objectives import RunResult, aggregate, resolve_objectives
 from zoo_ext.spaces._probe import InvalidSearchSpaceError, check_keys
+from zoo_ext.storage import WORKER_ATTR, worker_identity
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["Objective", "TrialEvalCallback", "TrialFailed", "train_run", "trial_seeds"]
 
 _logger = logging.getLogger(__name__)
+#: This process, recorded on each trial so a resumed study can fail the trials of dead workers.
+_WORKER = worker_identity()
 
 #: Dict kwargs that a search space's values are merged into instead of replacing.
 MERGED_KWARGS = ("policy_kwargs", "replay_buffer_kwargs")
@@ -250,6 +253,7 @@ class Objective:
         exp = self.exp
         kwargs = self.sample(trial)
         seeds = trial_seeds(exp.seed, trial.number, self.n_seeds)
+        trial.set_user_attr(WORKER_ATTR, _WORKER)
         trial.set_user_attr("seed", seeds[0])
         trial.set_user_attr("seeds", seeds)
         trial.set_user_attr("objectives", [o.name for o in self.objectives])
@@ -270,7 +274,10 @@ class Objective:
                     raise self._fail(trial, f"diverged: the evaluation return of seed {seed} is not finite")
                 if result.stopped:
                     raise optuna.TrialPruned()
-        except (optuna.TrialPruned, KeyboardInterrupt, TrialFailed):
+        except KeyboardInterrupt as exc:
+            trial.set_user_attr("fail_reason", f"interrupted by {getattr(exc, 'signal_name', 'SIGINT')}")
+            raise
+        except (optuna.TrialPruned, TrialFailed):
             raise
         except Exception as exc:
             raise self._fail(trial, f"training failed: {type(exc).__name__}: {exc}") from exc

@@ -10,15 +10,17 @@ between workers. Ctrl-C stops every worker; the study stays resumable.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-__all__ = ["WORKER_ENV", "Workers", "is_worker", "worker_command"]
+__all__ = ["WORKER_ENV", "Interrupted", "Workers", "is_worker", "signals_interrupt", "worker_command"]
 
 _logger = logging.getLogger(__name__)
 
@@ -96,3 +98,34 @@ class Workers:
         except KeyboardInterrupt:
             self.interrupt()
             self.exit_codes = [process.wait() for process in self.processes]
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised in the main thread by SIGTERM (or SIGINT) inside :func:`signals_interrupt`; names the signal."""
+
+    def __init__(self, signal_name: str) -> None:
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into :class:`Interrupted` while the block runs.
+
+    SIGTERM (a scheduler's pre-emption, ``kill``) would otherwise end the process on the spot,
+    leaving its trial RUNNING and its MLflow run open; as an interrupt, the trial is recorded as
+    failed with the signal as reason and its MLflow run closed as KILLED.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -48,6 +48,8 @@ TOUCHED_ATTRIBUTES = (
     "params_path", "create_envs",
 )  # fmt: skip
 TOUCHED = (TOUCHED_MODULE_NAMES, PATCHED_METHODS, TOUCHED_ATTRIBUTES)
+#: Files the stock ``_save_config`` writes to the run's params folder (args.yml holds --storage).
+SAVED_CONFIG_FILES = ("args.yml", "config.yml", "command.txt")
 
 _ORIGINALS: dict[str, Callable[..., Any]] = {}
 _PATCHED_FLAG = "__zoo_ext_patched__"
@@ -70,7 +72,7 @@ def install() -> None:
         ExperimentManager.read_hyperparameters = _read_hyperparameters  # type: ignore[method-assign]
         # hyperparameters_optimization: the whole study runs through zoo_ext.study.
         ExperimentManager.hyperparameters_optimization = _hyperparameters_optimization  # type: ignore[method-assign]
-        # _save_config: also write hyperparams.json, and redact passwords in command.txt.
+        # _save_config: also write hyperparams.json, and redact passwords in the files it writes.
         ExperimentManager._save_config = _save_config  # type: ignore[method-assign]
         setattr(ExperimentManager, _PATCHED_FLAG, True)
     main = sys.modules.get("__main__")
@@ -186,9 +188,10 @@ def _save_config(self: Any, saved_hyperparams: dict[str, Any]) -> None:
 
     _ORIGINALS["_save_config"](self, saved_hyperparams)
     params_path = Path(self.params_path)
-    command = params_path / "command.txt"
-    if command.exists():
-        command.write_text(storage.redact(command.read_text()))
+    for name in SAVED_CONFIG_FILES:
+        path = params_path / name
+        if path.exists():
+            path.write_text(storage.redact(path.read_text()))
     (params_path / "hyperparams.json").write_text(
         json.dumps(record.encode(self._hyperparams), indent=2, sort_keys=True)
     )
@@ -204,6 +207,8 @@ class ZooExperiment:
         self.algo: str = manager.algo
         self.env_id: str = manager.env_name.gym_id
         self.seed: int = manager.seed
+        #: The Optuna sampler's seed: ``seed`` unless this process joins an existing study.
+        self.sampler_seed: int = manager.seed
         self.n_envs: int = 1 if manager.algo == "ars" else manager.n_envs
         self.n_actions: int = manager.n_actions
         self.n_timesteps: int = manager.n_timesteps
