@@ -5,7 +5,8 @@ or off (``ZOO_EXT_DISABLE=1``), in one invocation, so the ratios compare like wi
 
 * overhead: the same seeded random-sampler study (same trials, same budgets) with and without
   zoo_ext, MLflow logging on; runs alternate stock/zoo_ext/zoo_ext/stock to cancel drift;
-* throughput: completed trials per hour, ``--n-workers 2`` vs stock ``--n-jobs 2`` and ``--n-jobs 1``;
+* throughput: completed trials per hour, ``--n-workers 2`` vs stock ``--n-jobs 2`` and ``--n-jobs 1``,
+  every mode training the same enqueued PPO configuration;
 * search efficiency: PPO on Pendulum-v1, equal trial count and steps per trial, several study seeds;
   each study's best trial is re-trained on fresh seeds and evaluated (``--trial-id``), and the env
   steps until the first evaluation at or above the threshold are counted in trial order.
@@ -43,6 +44,10 @@ TRAIN = [sys.executable, "-m", "rl_zoo3.train"]
 RECOMMENDED = ["--search-space", "conditional", "--warm-start", "--sampler", "tpe", "--pruner", "median",
                "--n-startup-trials", "5"]  # fmt: skip
 STOCK_SEARCH = ["--sampler", "tpe", "--pruner", "median"]
+#: The throughput section's trial: a mid-cost PPO configuration in the params of rl_zoo3's PPO space.
+THROUGHPUT_PPO = {"batch_size_pow": 6, "n_steps_pow": 10, "one_minus_gamma": 0.02, "one_minus_gae_lambda": 0.05,
+                  "learning_rate": 0.001, "ent_coef": 1e-8, "clip_range": 0.2, "n_epochs": 10, "max_grad_norm": 0.5,
+                  "net_arch": "small", "activation_fn": "tanh"}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -63,8 +68,8 @@ class Budget:
     threshold: float = -250.0
 
 
-QUICK = Budget(("a2c", "CartPole-v1"), 2048, 2, 1, 4096, 2, 2048, 2, (1,), 2, 2)
-FULL = Budget(("ppo", "Pendulum-v1"), 20_000, 5, 2, 150_000, 10, 100_000, 8, (1, 2, 3), 5, 10)
+QUICK = Budget(("a2c", "CartPole-v1"), 2048, 2, 1, 1024, 2, 2048, 2, (1,), 2, 2)
+FULL = Budget(("ppo", "Pendulum-v1"), 20_000, 5, 2, 32_000, 10, 100_000, 8, (1, 2, 3), 5, 10)
 
 
 class Runner:
@@ -143,10 +148,15 @@ def overhead(run: Runner, budget: Budget) -> dict[str, Any]:
 
 
 def throughput(run: Runner, budget: Budget) -> dict[str, Any]:
-    """Trials per hour of ``--n-workers 2`` vs stock ``--n-jobs 1`` and ``--n-jobs 2``, equal per-trial budget."""
+    """Trials per hour of ``--n-workers 2`` vs stock ``--n-jobs 1`` and ``--n-jobs 2``, the very same trials.
+
+    Each mode's study is created beforehand with the same PPO configuration enqueued
+    ``throughput_trials`` times, so every mode trains identical trials (stock and zoo_ext both
+    run enqueued trials first): the ratio measures parallelism, not luck in sampled costs.
+    """
     n = budget.throughput_trials
-    print(f"== throughput: a2c CartPole-v1, random sampler, {n} trials x {budget.throughput_steps} steps each")
-    base = study_args("a2c", "CartPole-v1", budget.throughput_steps, n, "throughput",
+    print(f"== throughput: ppo Pendulum-v1, one fixed configuration x {n} trials of {budget.throughput_steps} steps")
+    base = study_args("ppo", "Pendulum-v1", budget.throughput_steps, n, "throughput",
                       "--sampler", "random", "--pruner", "none", "--seed", "11", "--n-evaluations", "2")  # fmt: skip
     modes = {
         "stock --n-jobs 1": (["--n-jobs", "1"], True),
@@ -156,11 +166,17 @@ def throughput(run: Runner, budget: Budget) -> dict[str, Any]:
     per_hour: dict[str, float] = {}
     for label, (extra, stock) in modes.items():
         folder = "throughput/" + label.replace(" ", "_").replace("-", "")
+        path = run.root / folder / "throughput.log"
+        path.parent.mkdir(parents=True)
+        backend = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+        study = optuna.create_study(storage=backend, study_name="throughput", direction="maximize")
+        for _ in range(n):
+            study.enqueue_trial(THROUGHPUT_PPO)
         seconds = run(folder, [*base, *extra], stock=stock)
-        study = load_study(run.root / folder / "throughput.log", "throughput")
-        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
-        per_hour[label] = done / seconds * 3600
-        print(f"{label:24s} {done} trials in {seconds:7.1f} s = {per_hour[label]:7.1f} trials/hour")
+        trials = load_study(path, "throughput").get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        assert all(t.params == THROUGHPUT_PPO for t in trials), "a mode trained other trials than the enqueued ones"
+        per_hour[label] = len(trials) / seconds * 3600
+        print(f"{label:24s} {len(trials)} trials in {seconds:7.1f} s = {per_hour[label]:7.1f} trials/hour")
     workers = per_hour["zoo_ext --n-workers 2"]
     result = {
         "trials_per_hour": per_hour,
@@ -296,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sections", nargs="+", default=list(sections), choices=list(sections), help="default: all")
     args = parser.parse_args(argv)
     budget = QUICK if args.quick else FULL
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     root = args.out.resolve()
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)

@@ -336,10 +336,11 @@ def _run(study: optuna.Study, objective: Any, exp: ZooExperiment) -> bool:
             run(n_trials=exp.n_trials)
             return True
         total = exp.max_total_trials
+        seen: dict[int, float] = {}
         while True:
             if _n_counted(study) < total:
                 run(n_trials=None, callbacks=[MaxTrialsCallback(total, states=COUNTED_STATES)])
-            elif not _wait_for_running(study, exp):
+            elif not _wait_for_running(study, exp, seen):
                 return True
     except KeyboardInterrupt:
         _logger.warning("Interrupted: the study is saved and can be resumed with the same --storage/--study-name")
@@ -350,14 +351,24 @@ def _n_counted(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
 
 
-def _wait_for_running(study: optuna.Study, exp: ZooExperiment) -> bool:
-    """Wait for other workers' running trials; return False once none is left that could still fail."""
+def _wait_for_running(study: optuna.Study, exp: ZooExperiment, seen: dict[int, float]) -> bool:
+    """Wait for other workers' running trials; return False once none is left that could still fail.
+
+    ``seen`` maps a running trial to when this worker first saw it. A trial whose worker died is
+    failed within the grace period (plus the recovery interval); one still running after that
+    sends heartbeats (or none at all: a worker without them), so it is not waited for.
+    """
     if _recover(study, None, exp):
         return True
-    heartbeats = storage.is_database(exp.storage) and exp.options.heartbeat_interval > 0
-    if not heartbeats or not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+    opts = exp.options
+    if not (storage.is_database(exp.storage) and opts.heartbeat_interval > 0):
         return False
-    time.sleep(min(exp.options.heartbeat_interval, 2))
+    now = time.monotonic()
+    running = [seen.setdefault(t.number, now) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    patience = (opts.grace_period or 2 * opts.heartbeat_interval) + 2 * opts.heartbeat_interval
+    if all(now - since > patience for since in running):
+        return False
+    time.sleep(min(opts.heartbeat_interval, 2))
     return True
 
 
