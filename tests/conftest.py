@@ -6,6 +6,7 @@ import contextlib
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -14,9 +15,12 @@ import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
 
 ROOT = Path(__file__).resolve().parents[1]
 STOCK = [sys.executable, "-m", "rl_zoo3.train"]
@@ -55,10 +59,21 @@ def run(
     return proc
 
 
-def start(cmd: Sequence[str], cwd: Path, *, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    """Start ``cmd`` in ``cwd`` like :func:`run` does, without waiting; output is captured."""
+def start(
+    cmd: Sequence[str], cwd: Path, *, env: dict[str, str] | None = None, new_session: bool = False
+) -> subprocess.Popen[str]:
+    """Start ``cmd`` in ``cwd`` like :func:`run` does, without waiting; output is captured.
+
+    ``new_session``: in a process group of its own, which ``os.killpg`` can signal like a terminal's Ctrl-C.
+    """
     return subprocess.Popen(
-        list(cmd), cwd=cwd, env=_env(cwd, env), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        list(cmd),
+        cwd=cwd,
+        env=_env(cwd, env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=new_session,
     )
 
 
@@ -97,6 +112,68 @@ def _mlflow_tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> None:
 def workdir(tmp_path: Path) -> Path:
     """A fresh working directory for one zoo run."""
     return tmp_path
+
+
+@pytest.fixture
+def space_dir(tmp_path: Path) -> Path:
+    """A working directory holding ``lr.yml``, the one-parameter space of :func:`study_args`."""
+    (tmp_path / "lr.yml").write_text(LR_SPACE)
+    return tmp_path
+
+
+#: A one-parameter space: every trial costs the same, so a test can kill a worker mid-trial.
+LR_SPACE = """\
+name: lr-only
+algos: [a2c]
+params:
+  learning_rate: {type: float, low: 0.0001, high: 0.001, log: true}
+"""
+
+
+def study_args(storage: str, name: str, *, n: int, total: int, seed: int = 1) -> list[str]:
+    """Return the command line every worker runs (identical on every host, seed included)."""
+    return ["--algo", "a2c", "--env", "CartPole-v1", "-optimize", "-n", str(n), "--n-trials", "100",
+            "--max-total-trials", str(total), "--n-evaluations", "2", "--eval-episodes", "2",
+            "--sampler", "random", "--pruner", "none", "--search-space", "lr.yml", "--seed", str(seed),
+            "--num-threads", "1", "--storage", storage, "--study-name", name, "--no-optim-plots",
+            "-params", "n_envs:2"]  # fmt: skip
+
+
+def mlflow_runs(uri: str, experiment: str = "a2c-CartPole-v1") -> tuple[list, list]:
+    """Return (study runs, trial runs) of ``experiment``."""
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=1000)
+    return (
+        [r for r in runs if r.data.tags.get("zoo_ext.role") == "study"],
+        [r for r in runs if r.data.tags.get("zoo_ext.role") == "trial"],
+    )
+
+
+def finish(procs: list[subprocess.Popen[str]], timeout: float = 600) -> list[str]:
+    """Wait for ``procs``; return their stdout+stderr, failing the test on a non-zero exit."""
+    outputs = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=timeout)
+        outputs.append(out + err)
+        assert proc.returncode == 0, f"worker exited {proc.returncode}:\n{(out + err)[-5000:]}"
+    return outputs
+
+
+def wait_for_running_trial(storage: Any, name: str, pid: int, timeout: float = 120) -> optuna.trial.FrozenTrial:
+    """Return the first RUNNING trial of process ``pid`` once it has trained for a moment."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            study = optuna.load_study(storage=storage, study_name=name)
+        except KeyError:
+            time.sleep(0.5)
+            continue
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.user_attrs.get("worker", {}).get("pid") == pid and "seed" in trial.user_attrs:
+                time.sleep(1.0)
+                return trial
+        time.sleep(0.3)
+    raise AssertionError(f"process {pid} started no trial")
 
 
 #: The test role's password: tests check it never leaks into output, attributes or stores.
@@ -198,3 +275,14 @@ def mlflow_server(folder: Path, backend_store_uri: str) -> Iterator[str]:
         finally:
             server.terminate()
             server.wait(timeout=30)
+
+
+def signal_mid_trial(
+    cmd: Sequence[str], cwd: Path, storage: Any, name: str, sig: signal.Signals, *, env: dict[str, str]
+) -> tuple[subprocess.Popen[str], optuna.trial.FrozenTrial, str]:
+    """Start ``cmd``, send ``sig`` once its first trial trains; return the ended process, that trial, its stderr."""
+    proc = start(cmd, cwd, env=env)
+    trial = wait_for_running_trial(storage, name, proc.pid)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=180)
+    return proc, trial, err

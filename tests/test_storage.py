@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -16,7 +14,6 @@ from optuna.trial import TrialState
 
 from zoo_ext import storage
 from zoo_ext.study import study_uid
-from zoo_ext.workers import Interrupted, signals_interrupt
 
 
 def test_redact_hides_passwords_only() -> None:
@@ -78,13 +75,3 @@ def test_dead_local_workers_trials_fail_and_are_retried(tmp_path: Path) -> None:
     assert retry.params == dead_trial.params
     assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == dead_trial.number
     assert storage.fail_dead_local_trials(study, retries=1) == []  # once only
-
-
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signals_interrupt_names_the_signal(sig: signal.Signals) -> None:
-    before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(Interrupted) as caught, signals_interrupt():
-        os.kill(os.getpid(), sig)
-        signal.sigtimedwait([], 0.1)  # let the handler run
-    assert caught.value.signal_name == sig.name and isinstance(caught.value, KeyboardInterrupt)
-    assert signal.getsignal(signal.SIGTERM) is before

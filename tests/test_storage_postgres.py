@@ -4,79 +4,33 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import PG_PASSWORD, ROOT, STOCK, Postgres, free_port, mlflow_server, mlflow_store, run, start
+from conftest import (
+    PG_PASSWORD,
+    ROOT,
+    STOCK,
+    Postgres,
+    finish,
+    free_port,
+    mlflow_runs,
+    mlflow_server,
+    mlflow_store,
+    run,
+    signal_mid_trial,
+    start,
+    study_args,
+    wait_for_running_trial,
+)
 from mlflow import MlflowClient
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 pytestmark = pytest.mark.slow
-
-#: A one-parameter space: every trial costs the same, so a test can kill a worker mid-trial.
-LR_SPACE = """\
-name: lr-only
-algos: [a2c]
-params:
-  learning_rate: {type: float, low: 0.0001, high: 0.001, log: true}
-"""
-
-
-def study_args(storage: str, name: str, *, n: int, total: int, seed: int = 1) -> list[str]:
-    """Return the command line every worker runs (identical on every host, seed included)."""
-    return ["--algo", "a2c", "--env", "CartPole-v1", "-optimize", "-n", str(n), "--n-trials", "100",
-            "--max-total-trials", str(total), "--n-evaluations", "2", "--eval-episodes", "2",
-            "--sampler", "random", "--pruner", "none", "--search-space", "lr.yml", "--seed", str(seed),
-            "--num-threads", "1", "--storage", storage, "--study-name", name, "--no-optim-plots",
-            "-params", "n_envs:2"]  # fmt: skip
-
-
-def mlflow_runs(uri: str, experiment: str = "a2c-CartPole-v1") -> tuple[list, list]:
-    """Return (study runs, trial runs) of ``experiment``."""
-    client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=1000)
-    return (
-        [r for r in runs if r.data.tags.get("zoo_ext.role") == "study"],
-        [r for r in runs if r.data.tags.get("zoo_ext.role") == "trial"],
-    )
-
-
-def finish(procs: list[subprocess.Popen[str]], timeout: float = 600) -> list[str]:
-    """Wait for ``procs``; return their stdout+stderr, failing the test on a non-zero exit."""
-    outputs = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=timeout)
-        outputs.append(out + err)
-        assert proc.returncode == 0, f"worker exited {proc.returncode}:\n{(out + err)[-5000:]}"
-    return outputs
-
-
-def wait_for_running_trial(storage: str, name: str, pid: int, timeout: float = 120) -> optuna.trial.FrozenTrial:
-    """Return the first RUNNING trial of process ``pid`` once it has trained for a moment."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            study = optuna.load_study(storage=storage, study_name=name)
-        except KeyError:
-            time.sleep(0.5)
-            continue
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if trial.user_attrs.get("worker", {}).get("pid") == pid and "seed" in trial.user_attrs:
-                time.sleep(1.0)
-                return trial
-        time.sleep(0.3)
-    raise AssertionError(f"process {pid} started no trial")
-
-
-@pytest.fixture
-def space_dir(tmp_path: Path) -> Path:
-    (tmp_path / "lr.yml").write_text(LR_SPACE)
-    return tmp_path
 
 
 def test_three_workers_share_one_study_one_mlflow_server(postgres: Postgres, space_dir: Path) -> None:
@@ -134,10 +88,7 @@ def test_interrupted_worker_resumes_without_duplicates(postgres: Postgres, space
     uri = mlflow_store(space_dir)
     args = study_args(storage, "sigint", n=40_000, total=3)
     env = {"MLFLOW_TRACKING_URI": uri}
-    worker = start([*STOCK, *args], space_dir, env=env)
-    trial = wait_for_running_trial(storage, "sigint", worker.pid)
-    worker.send_signal(signal.SIGINT)
-    _, err = worker.communicate(timeout=120)
+    _, trial, err = signal_mid_trial([*STOCK, *args], space_dir, storage, "sigint", signal.SIGINT, env=env)
     interrupted = optuna.load_study(storage=storage, study_name="sigint").trials[trial.number]
     assert interrupted.state == TrialState.FAIL
     assert interrupted.user_attrs["fail_reason"] == "interrupted by SIGINT"

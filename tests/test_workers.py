@@ -1,17 +1,33 @@
-"""``--n-workers``: worker processes on one study, the trial budget counted in total."""
+"""Worker processes: ``--n-workers``, the shared budget, and workers that are interrupted or killed."""
 
 from __future__ import annotations
 
+import os
+import signal
+import time
 from pathlib import Path
 
 import optuna
 import pytest
-from conftest import STOCK, mlflow_store, run
+from conftest import (
+    STOCK,
+    mlflow_runs,
+    mlflow_store,
+    run,
+    signal_mid_trial,
+    start,
+    study_args,
+    wait_for_running_trial,
+)
 from mlflow import MlflowClient
+from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
 
-pytestmark = pytest.mark.slow
+from zoo_ext.workers import Interrupted, signals_interrupt
 
 
+@pytest.mark.slow
 def test_two_workers_run_the_budget_once(workdir: Path) -> None:
     uri = mlflow_store(workdir)
     args = ["--algo", "ppo", "--env", "CartPole-v1", "-optimize", "-n", "64", "--n-trials", "4", "--n-evaluations",
@@ -35,3 +51,80 @@ def test_two_workers_run_the_budget_once(workdir: Path) -> None:
     )
     assert len(parents) == 1 and children == [0, 1, 2, 3]
     assert "Number of finished trials:  4" in proc.stdout  # the launcher's summary, once
+
+
+def journal(folder: Path, name: str = "study.log") -> JournalStorage:
+    return JournalStorage(JournalFileBackend(str(folder / name)))
+
+
+@pytest.mark.slow
+def test_resume_fails_and_retries_the_trial_of_a_killed_worker(space_dir: Path) -> None:
+    env = {"MLFLOW_TRACKING_URI": mlflow_store(space_dir)}
+    cmd = [*STOCK, *study_args("study.log", "j", n=20_000, total=3)]
+    worker, killed, _ = signal_mid_trial(cmd, space_dir, journal(space_dir), "j", signal.SIGKILL, env=env)
+    proc = run([*STOCK, *study_args("study.log", "j", n=512, total=3)], space_dir, env=env)
+    assert f"trial {killed.number} failed: worker process {worker.pid}" in proc.stderr
+    study = optuna.load_study(storage=journal(space_dir), study_name="j")
+    failed = study.trials[killed.number]
+    assert failed.state == TrialState.FAIL and "died while running this trial" in failed.user_attrs["fail_reason"]
+    (retry,) = [t for t in study.trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed.number]
+    assert retry.params == failed.params and retry.state == TrialState.COMPLETE
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 3
+    _, children = mlflow_runs(env["MLFLOW_TRACKING_URI"])
+    status = {int(r.data.tags["optuna.trial_number"]): r.info.status for r in children}
+    assert status[killed.number] == "FAILED" and "RUNNING" not in status.values()
+
+
+@pytest.mark.slow
+def test_sigterm_records_the_running_trial(space_dir: Path) -> None:
+    env = {"MLFLOW_TRACKING_URI": mlflow_store(space_dir)}
+    cmd = [*STOCK, *study_args("study.log", "t", n=20_000, total=3)]
+    worker, trial, err = signal_mid_trial(cmd, space_dir, journal(space_dir), "t", signal.SIGTERM, env=env)
+    assert worker.returncode == 0, err[-3000:]
+    stopped = optuna.load_study(storage=journal(space_dir), study_name="t").trials[trial.number]
+    assert stopped.state == TrialState.FAIL and stopped.user_attrs["fail_reason"] == "interrupted by SIGTERM"
+    parents, children = mlflow_runs(env["MLFLOW_TRACKING_URI"])
+    assert [r.info.status for r in children if r.data.tags["optuna.trial_number"] == str(trial.number)] == ["KILLED"]
+    assert [p.info.status for p in parents] == ["KILLED"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_all_workers_and_the_study_resumes(space_dir: Path) -> None:
+    env = {"MLFLOW_TRACKING_URI": mlflow_store(space_dir)}
+    args = [*study_args("study.log", "c", n=20_000, total=4), "--n-workers", "2"]
+    launcher = start([*STOCK, *args], space_dir, env=env, new_session=True)
+    storage = journal(space_dir)
+    wait_for_running_trial(storage, "c", launcher.pid)
+    deadline = time.monotonic() + 120
+    while len(optuna.load_study(storage=storage, study_name="c").get_trials(states=(TrialState.RUNNING,))) < 2:
+        assert time.monotonic() < deadline, "the second worker started no trial"
+        time.sleep(0.5)
+    os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
+    _, err = launcher.communicate(timeout=180)
+    study = optuna.load_study(storage=storage, study_name="c")
+    interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(interrupted) == 2 and all(t.user_attrs["fail_reason"] == "interrupted by SIGINT" for t in interrupted)
+    assert not study.get_trials(states=(TrialState.RUNNING,)), err[-3000:]
+    _, children = mlflow_runs(env["MLFLOW_TRACKING_URI"])
+    assert "RUNNING" not in {r.info.status for r in children}
+    run([*STOCK, *study_args("study.log", "c", n=512, total=4), "--n-workers", "2"], space_dir, env=env)
+    study = optuna.load_study(storage=storage, study_name="c")
+    numbers = [t.number for t in study.trials]
+    assert numbers == list(range(len(numbers))) and len(study.get_trials(states=(TrialState.COMPLETE,))) == 4
+    parents, children = mlflow_runs(env["MLFLOW_TRACKING_URI"])
+    assert sorted(int(r.data.tags["optuna.trial_number"]) for r in children) == numbers
+    assert "RUNNING" not in {r.info.status for r in children} and [p.info.status for p in parents] == ["FINISHED"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_interrupt_names_the_first_signal_and_ignores_later_ones(sig: signal.Signals) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted) as caught, signals_interrupt():
+        try:
+            os.kill(os.getpid(), sig)
+            signal.sigtimedwait([], 0.1)  # let the handler run
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)  # while recording the trial: ignored
+            signal.sigtimedwait([], 0.1)
+    assert caught.value.signal_name == sig.name and isinstance(caught.value, KeyboardInterrupt)
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -110,18 +110,27 @@ class Interrupted(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def signals_interrupt() -> Iterator[None]:
-    """Turn SIGINT and SIGTERM into :class:`Interrupted` while the block runs.
+    """Turn the first SIGINT or SIGTERM into :class:`Interrupted` while the block runs.
 
     SIGTERM (a scheduler's pre-emption, ``kill``) would otherwise end the process on the spot,
     leaving its trial RUNNING and its MLflow run open; as an interrupt, the trial is recorded as
-    failed with the signal as reason and its MLflow run closed as KILLED.
+    failed with the signal as reason and its MLflow run closed as KILLED. Later signals are
+    ignored so that this recording is not itself interrupted (SIGKILL still ends the process).
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
+    stopping = False
+
     def interrupt(signum: int, frame: object) -> None:
-        raise Interrupted(signal.Signals(signum).name)
+        nonlocal stopping
+        name = signal.Signals(signum).name
+        if stopping:  # e.g. Ctrl-C reaching a worker directly and again through its launcher
+            _logger.warning("%s: already stopping, recording the running trial", name)
+            return
+        stopping = True
+        raise Interrupted(name)
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
