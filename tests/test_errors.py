@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import STOCK, optimize_args, run
+from conftest import STOCK, free_port, optimize_args, run
 
 pytestmark = pytest.mark.slow
 
@@ -41,3 +41,12 @@ def test_bad_yaml_block_key(workdir: Path) -> None:
     valid = proc.stderr.split("Valid keys: ")[1].split(", ")
     assert {"sampler", "search_space", "pruner"} <= {key.strip() for key in valid}
     assert not (workdir / "logs").exists()
+
+
+def test_unreachable_database_exits_2_without_the_password(workdir: Path) -> None:
+    storage = f"postgresql://zoo:s3cr3t-Pw@127.0.0.1:{free_port()}/optuna"  # nothing listens there
+    args = [*optimize_args("ppo", "CartPole-v1", n=128, trials=1), "--storage", storage]
+    proc = run([*STOCK, *args], workdir, check=False)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"cannot open storage postgresql://zoo:***@127.0.0.1:{storage.split(':')[3]}" in proc.stderr
+    assert "s3cr3t-Pw" not in proc.stdout + proc.stderr

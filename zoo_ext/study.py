@@ -54,33 +54,22 @@ def create_study(exp: ZooExperiment) -> tuple[optuna.Study, Objective]:
     """Return the (new or resumed) study and its objective; exit with status 2 on bad input."""
     opts = exp.options
     try:
-        backend = storage.open_storage(
-            exp.storage,
-            heartbeat_interval=opts.heartbeat_interval,
-            grace_period=opts.grace_period,
-            retries=opts.trial_retries,
-        )
-        joining = _study_exists(backend, exp.study_name)
-    except Exception as exc:  # noqa: BLE001 - any driver's connection error, reported without the password
-        where = storage.redact(str(exp.storage))
-        options.exit_with_error(StorageError(f"cannot open storage {where}: {storage.redact(str(exc))}"))
-    exp.sampler_seed = sampler_seed(exp.seed, joining=joining)
-    try:
         objectives = resolve_objectives(opts.objectives)
         directions = [o.direction for o in objectives]
         space = SEARCH_SPACES.get(opts.search_space, exp.algo)
         info = probe_space(
             space, opts.search_space, exp.algo_class, exp.n_actions, exp.n_envs, exp.additional_args(), seed=exp.seed
         )
-        sampler = create_sampler(
+        make_sampler = functools.partial(
+            create_sampler,
             opts.sampler,
             opts.sampler_kwargs,
-            seed=exp.sampler_seed,
             n_startup_trials=exp.n_startup_trials,
             directions=directions,
             space=info,
             hub_registry=opts.hub_registry,
         )
+        sampler = make_sampler(seed=exp.seed)
         if len(directions) > 1 and type(sampler).__name__ in SINGLE_OBJECTIVE_SAMPLERS:
             raise options.OptionError(
                 f"sampler {opts.sampler!r} ({type(sampler).__name__}) supports one objective only; "
@@ -108,6 +97,21 @@ def create_study(exp: ZooExperiment) -> tuple[optuna.Study, Objective]:
         options.OptionError,
     ) as exc:
         options.exit_with_error(exc)
+    # Only valid input reaches the storage: a bad flag leaves no study file or table behind.
+    try:
+        backend = storage.open_storage(
+            exp.storage,
+            heartbeat_interval=opts.heartbeat_interval,
+            grace_period=opts.grace_period,
+            retries=opts.trial_retries,
+        )
+        joining = _study_exists(backend, exp.study_name)
+    except Exception as exc:  # noqa: BLE001 - any driver's connection error, reported without the password
+        where = storage.redact(str(exp.storage))
+        options.exit_with_error(StorageError(f"cannot open storage {where}: {storage.redact(str(exc))}"))
+    exp.sampler_seed = sampler_seed(exp.seed, joining=joining)
+    if exp.sampler_seed != exp.seed:
+        sampler = make_sampler(seed=exp.sampler_seed)
     if exp.verbose > 0:
         print(
             f"Search space: {opts.search_space} ({info.describe()}) - Sampler: {type(sampler).__name__}"
