@@ -23,7 +23,7 @@ import time
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 if TYPE_CHECKING:
     import optuna
@@ -72,9 +72,22 @@ def is_database(storage: str | None) -> bool:
     return storage is not None and not storage.endswith(".log") and not storage.startswith("grpc://")
 
 
+def has_heartbeats(storage: str | None, heartbeat_interval: int) -> bool:
+    """Return True if trials in ``storage`` send heartbeats (a database, with a positive interval)."""
+    return is_database(storage) and heartbeat_interval > 0
+
+
+@overload
+def open_storage(
+    storage: str, *, heartbeat_interval: int = ..., grace_period: int = ..., retries: int = ...
+) -> BaseStorage: ...
+@overload
+def open_storage(
+    storage: None, *, heartbeat_interval: int = ..., grace_period: int = ..., retries: int = ...
+) -> None: ...
 def open_storage(
     storage: str | None, *, heartbeat_interval: int = 0, grace_period: int = 0, retries: int = 0
-) -> str | BaseStorage | None:
+) -> BaseStorage | None:
     """Return what ``optuna.create_study(storage=...)`` needs for a ``--storage`` value.
 
     Like rl_zoo3, a path ending in ``.log`` is an Optuna journal file (its folder is created).
@@ -126,7 +139,7 @@ def load_study(storage: str, study_name: str) -> optuna.Study:
     """Return the existing study ``study_name`` from a ``--storage`` value."""
     import optuna
 
-    return optuna.load_study(storage=open_storage(storage) or storage, study_name=study_name)
+    return optuna.load_study(storage=open_storage(storage), study_name=study_name)
 
 
 def _start_time(pid: int) -> str | None:

@@ -365,7 +365,7 @@ def _wait_for_running(study: optuna.Study, exp: ZooExperiment, seen: dict[int, f
     if _recover(study, None, exp):
         return True
     opts = exp.options
-    if not (storage.is_database(exp.storage) and opts.heartbeat_interval > 0):
+    if not storage.has_heartbeats(exp.storage, opts.heartbeat_interval):
         return False
     now = time.monotonic()
     running = [seen.setdefault(t.number, now) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
@@ -379,7 +379,7 @@ def _wait_for_running(study: optuna.Study, exp: ZooExperiment, seen: dict[int, f
 def _recover(study: optuna.Study, tracker: tracking.Tracker | None, exp: ZooExperiment) -> bool:
     """Fail the trials of dead workers (retrying them) and close their MLflow runs; return True if any."""
     failed = storage.fail_dead_local_trials(study, exp.options.trial_retries)
-    if storage.is_database(exp.storage) and exp.options.heartbeat_interval > 0:
+    if storage.has_heartbeats(exp.storage, exp.options.heartbeat_interval):
         running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
         with storage.experimental():
             optuna.storages.fail_stale_trials(study)
