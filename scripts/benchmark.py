@@ -30,7 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -234,35 +234,39 @@ def search(run: Runner, budget: Budget) -> dict[str, Any]:
                               *extra, "--seed", str(seed), "--num-threads", "1", "--n-evaluations", str(n_eval),
                               "--eval-episodes", str(budget.eval_episodes))  # fmt: skip
             jobs.append((label, seed, f"search/{label}-{seed}", args, stock))
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(lambda job: run(job[2], job[3], stock=job[4]), jobs))
     fresh = [100_000 + i for i in range(budget.retrain_seeds)]
     rows: dict[str, list[dict[str, Any]]] = {label: [] for label in configs}
     retrains = []
-    for label, seed, folder, _, _ in jobs:
-        study = load_study(run.root / folder / "search.log", "search")
-        trials = study.get_trials(deepcopy=False)
-        finished = [t for t in trials if t.state == TrialState.COMPLETE]
-        best = max(finished, key=lambda t: t.value or -np.inf)
-        reached = steps_to_threshold(trials, budget.search_steps, n_eval, budget.threshold)
-        states = [t.state.name for t in trials]
-        row = {"study_seed": seed, "best_trial": best.number, "best_trial_value": best.value,
-               "steps_to_threshold": reached, "env_steps_used": env_steps(trials, budget.search_steps, n_eval),
-               "states": {name: states.count(name) for name in sorted(set(states))}}  # fmt: skip
-        rows[label].append(row)
-        retrains += [(row, folder, best.number, s) for s in fresh]
-    with ThreadPoolExecutor(2) as pool:
-        scores = list(pool.map(lambda job: retrain(run, job[1], "search", job[2], job[3], budget), retrains))
-    for (row, *_), score in zip(retrains, scores, strict=True):
+    with ThreadPoolExecutor(2) as pool:  # a study's re-trainings queue up as soon as it ends: no idle core
+        studies = {pool.submit(run, folder, args, stock=stock): (label, seed, folder)
+                   for label, seed, folder, args, stock in jobs}  # fmt: skip
+        for done in as_completed(studies):
+            done.result()
+            label, seed, folder = studies[done]
+            study = load_study(run.root / folder / "search.log", "search")
+            trials = study.get_trials(deepcopy=False)
+            finished = [t for t in trials if t.state == TrialState.COMPLETE]
+            best = max(finished, key=lambda t: t.value or -np.inf)
+            reached = steps_to_threshold(trials, budget.search_steps, n_eval, budget.threshold)
+            states = [t.state.name for t in trials]
+            row: dict[str, Any] = {"study_seed": seed, "best_trial": best.number, "best_trial_value": best.value,
+                   "steps_to_threshold": reached, "env_steps_used": env_steps(trials, budget.search_steps, n_eval),
+                   "states": {name: states.count(name) for name in sorted(set(states))}}  # fmt: skip
+            rows[label].append(row)
+            retrains += [(row, pool.submit(retrain, run, folder, "search", best.number, s, budget)) for s in fresh]
+        scores = [future.result() for _, future in retrains]
+    for label_rows in rows.values():
+        label_rows.sort(key=lambda row: row["study_seed"])
+    for (row, _), score in zip(retrains, scores, strict=True):
         row.setdefault("retrain_returns", []).append(score)
     summary: dict[str, Any] = {}
     for label, label_rows in rows.items():
         for row in label_rows:
             row["retrain_median"] = statistics.median(row["retrain_returns"])
-            reached = row["steps_to_threshold"]
+            steps = row["steps_to_threshold"]
             print(f"{label:8s} seed {row['study_seed']}: best trial {row['best_trial']} ({row['best_trial_value']:.1f})"
                   f" re-trained median {row['retrain_median']:.1f}, steps to {budget.threshold:g}: "
-                  f"{reached if reached is not None else 'not reached'}, env steps used {row['env_steps_used']}, "
+                  f"{steps if steps is not None else 'not reached'}, env steps used {row['env_steps_used']}, "
                   f"{row['states']}")  # fmt: skip
         never = budget.search_trials * budget.search_steps + 1  # not reached counts as more than the budget
         summary[label] = {
