@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 TRAIN = [sys.executable, "-m", "rl_zoo3.train"]
@@ -99,7 +100,7 @@ class Runner:
 
 def load_study(path: Path, name: str) -> optuna.Study:
     """Return study ``name`` from the journal file ``path``."""
-    backend = optuna.storages.journal.JournalFileBackend(str(path))
+    backend = JournalFileBackend(str(path))
     return optuna.load_study(storage=optuna.storages.JournalStorage(backend), study_name=name)
 
 
@@ -133,7 +134,7 @@ def overhead(run: Runner, budget: Budget) -> dict[str, Any]:
             times[mode] += [t.duration.total_seconds() for t in trials if t.duration is not None]
             params[mode] += [t.params for t in trials]
     pairs = [ratio(z, s) for z, s in zip(times["zoo_ext"], times["stock"], strict=True)]
-    result = {
+    result: dict[str, Any] = {
         "same_trials": params["stock"] == params["zoo_ext"],
         "median_trial_seconds": {mode: statistics.median(values) for mode, values in times.items()},
         "median_trial_ratio": statistics.median(pairs),
@@ -168,7 +169,7 @@ def throughput(run: Runner, budget: Budget) -> dict[str, Any]:
         folder = "throughput/" + label.replace(" ", "_").replace("-", "")
         path = run.root / folder / "throughput.log"
         path.parent.mkdir(parents=True)
-        backend = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+        backend = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
         study = optuna.create_study(storage=backend, study_name="throughput", direction="maximize")
         for _ in range(n):
             study.enqueue_trial(THROUGHPUT_PPO)
