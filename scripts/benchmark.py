@@ -14,7 +14,7 @@ or off (``ZOO_EXT_DISABLE=1``), in one invocation, so the ratios compare like wi
 Usage::
 
     python scripts/benchmark.py --quick              # a few minutes: smoke test (run in CI)
-    python scripts/benchmark.py --out bench-results  # full mode, about an hour on 2 cores
+    python scripts/benchmark.py --out bench-results  # full mode, about 2 h 20 min on 2 cores
 
 Results are printed and written to ``<out>/results.json``; the full mode's go in docs/benchmarks.md.
 """
