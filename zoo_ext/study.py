@@ -38,6 +38,8 @@ from zoo_ext.spaces._warm import warm_start
 from zoo_ext.trial import Objective, TrialFailed, train_run
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from zoo_ext.zoo import ZooExperiment
 
 __all__ = ["create_study", "optimize"]
@@ -97,6 +99,11 @@ def create_study(exp: ZooExperiment) -> tuple[optuna.Study, Objective]:
         options.OptionError,
     ) as exc:
         options.exit_with_error(exc)
+    if exp.verbose > 0:
+        print(
+            f"Search space: {opts.search_space} ({info.describe()}) - Sampler: {type(sampler).__name__}"
+            f" - Pruner: {type(pruner).__name__}"
+        )
     # Only valid input reaches the storage: a bad flag leaves no study file or table behind.
     try:
         backend = storage.open_storage(
@@ -105,26 +112,10 @@ def create_study(exp: ZooExperiment) -> tuple[optuna.Study, Objective]:
             grace_period=opts.grace_period,
             retries=opts.trial_retries,
         )
-        joining = _study_exists(backend, exp.study_name)
+        study = _create_or_join(exp, backend, sampler, make_sampler, pruner, directions)
     except Exception as exc:  # noqa: BLE001 - any driver's connection error, reported without the password
         where = storage.redact(str(exp.storage))
         options.exit_with_error(StorageError(f"cannot open storage {where}: {storage.redact(str(exc))}"))
-    exp.sampler_seed = sampler_seed(exp.seed, joining=joining)
-    if exp.sampler_seed != exp.seed:
-        sampler = make_sampler(seed=exp.sampler_seed)
-    if exp.verbose > 0:
-        print(
-            f"Search space: {opts.search_space} ({info.describe()}) - Sampler: {type(sampler).__name__}"
-            f" - Pruner: {type(pruner).__name__}"
-        )
-    study = optuna.create_study(
-        sampler=sampler,
-        pruner=pruner,
-        storage=backend,
-        study_name=exp.study_name,
-        load_if_exists=True,
-        directions=directions,  # type: ignore[arg-type]
-    )
     for trial in storage.fail_dead_local_trials(study, opts.trial_retries):
         _logger.warning("trial %d failed: %s", trial.number, trial.user_attrs["fail_reason"])
     if opts.warm_start and not study.trials:
@@ -155,11 +146,32 @@ class StorageError(RuntimeError):
     """The ``--storage`` cannot be opened; the message has no password."""
 
 
-def _study_exists(backend: Any, study_name: str | None) -> bool:
-    """Return True if ``study_name`` already exists in ``backend`` (this process joins or resumes it)."""
-    if backend is None or study_name is None:
-        return False
-    return study_name in optuna.get_all_study_names(backend)
+def _create_or_join(
+    exp: ZooExperiment,
+    backend: Any,
+    sampler: optuna.samplers.BaseSampler,
+    make_sampler: Callable[..., optuna.samplers.BaseSampler],
+    pruner: optuna.pruners.BasePruner,
+    directions: list[str],
+) -> optuna.Study:
+    """Return the study: created by this process (``sampler``, seeded with ``--seed``) or joined.
+
+    The storage decides atomically which process creates a study, so processes starting together
+    cannot all believe they created it and sample with the same seed; a joining process samples
+    with :func:`sampler_seed`'s seed of its own.
+    """
+    try:
+        return optuna.create_study(
+            sampler=sampler,
+            pruner=pruner,
+            storage=backend,
+            study_name=exp.study_name,
+            directions=directions,  # type: ignore[arg-type]
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        exp.sampler_seed = sampler_seed(exp.seed, joining=True)
+        sampler = make_sampler(seed=exp.sampler_seed) if exp.sampler_seed != exp.seed else sampler
+        return optuna.load_study(study_name=str(exp.study_name), storage=backend, sampler=sampler, pruner=pruner)
 
 
 def sampler_seed(seed: int, *, joining: bool) -> int:
