@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
+import signal
 import sys
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -110,14 +109,12 @@ def _storage_proxy(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return 2
     print(f"Serving {storage.redact(args.storage)} on grpc://{args.host}:{args.port} (Ctrl-C stops)", flush=True)
+    for stop in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored (background, test runners)
+        signal.signal(stop, signal.default_int_handler)
     try:
         run_grpc_proxy_server(RDBStorage(args.storage), host=args.host, port=args.port)
     except KeyboardInterrupt:
-        # Optuna's server is never stopped, and interpreter shutdown can then block on gRPC's
-        # threads (seen once in CI): the proxy holds no state, so force the exit after 10 s.
-        watchdog = threading.Timer(10, os._exit, (0,))
-        watchdog.daemon = True  # a clean exit does not wait for it
-        watchdog.start()
+        pass
     return 0
 
 
