@@ -158,7 +158,7 @@ def _create_or_join(
 
     The storage decides atomically which process creates a study, so processes starting together
     cannot all believe they created it and sample with the same seed; a joining process samples
-    with :func:`sampler_seed`'s seed of its own.
+    with :func:`joining_seed`.
     """
     try:
         return optuna.create_study(
@@ -169,19 +169,19 @@ def _create_or_join(
             directions=directions,  # type: ignore[arg-type]
         )
     except optuna.exceptions.DuplicatedStudyError:
-        exp.sampler_seed = sampler_seed(exp.seed, joining=True)
+        exp.sampler_seed = joining_seed(exp.seed)
         sampler = make_sampler(seed=exp.sampler_seed) if exp.sampler_seed != exp.seed else sampler
         return optuna.load_study(study_name=str(exp.study_name), storage=backend, sampler=sampler, pruner=pruner)
 
 
-def sampler_seed(seed: int, *, joining: bool) -> int:
-    """Return the sampler seed of this process: ``seed`` for a new study, else one of its own.
+def joining_seed(seed: int) -> int:
+    """Return the sampler seed of a process joining or resuming a study: one of its own.
 
-    A process that joins or resumes a study with the seed that created it would sample the
-    same parameters again (a seeded sampler restarts its random stream); ``--n-workers``
-    workers get distinct seeds from their launcher.
+    With the seed that created the study it would sample the same parameters again (a seeded
+    sampler restarts its random stream); ``--n-workers`` workers keep the distinct seeds their
+    launcher gave them.
     """
-    if not joining or workers.is_worker():
+    if workers.is_worker():
         return seed
     me = storage.worker_identity()
     key = f"{seed}|{me['host']}|{me['pid']}|{me['started']}"
