@@ -93,7 +93,20 @@ OPTIONS: tuple[Option, ...] = (
         "Database storage: seconds without a heartbeat after which a running trial is failed (0: 2 x interval)",
         kind="int",
     ),
-    Option("trial_retries", "--trial-retries", 1, "Retries of a trial whose worker died (its parameters)", kind="int"),
+    Option(
+        "trial_retries",
+        "--trial-retries",
+        1,
+        "Retries of a trial whose worker died or was interrupted (SIGINT/SIGTERM), with its parameters",
+        kind="int",
+    ),
+    Option(
+        "max_consecutive_failures",
+        "--max-consecutive-failures",
+        5,
+        "Stop every worker (exit status 1) after this many failed trials in a row in the study (0: never)",
+        kind="int",
+    ),
     Option(
         "seed_aggregate",
         "--seed-aggregate",
@@ -162,6 +175,7 @@ class ZooOptions:
     heartbeat_interval: int = 30
     grace_period: int = 0
     trial_retries: int = 1
+    max_consecutive_failures: int = 5
     seed_aggregate: str = "mean"
     objective_metric: str = "last"
     reevaluate_top: int = 0
@@ -171,6 +185,7 @@ class ZooOptions:
 def add_arguments(parser: argparse.ArgumentParser, store_dict: type[argparse.Action]) -> None:
     """Add zoo_ext's own flags to ``parser`` (stock flags it widens are already there)."""
     group = parser.add_argument_group("zoo_ext")
+    store_dict = _with_quoting_hint(store_dict)
     for option in OPTIONS:
         if option.stock:
             continue
@@ -184,6 +199,36 @@ def add_arguments(parser: argparse.ArgumentParser, store_dict: type[argparse.Act
             group.add_argument(option.flag, dest=option.dest, type=int, default=None, help=option.help)
         else:
             group.add_argument(option.flag, dest=option.dest, type=str, default=None, help=option.help)
+
+
+def _with_quoting_hint(store_dict: type[argparse.Action]) -> type[argparse.Action]:
+    """Return ``store_dict`` (rl_zoo3's ``key:value`` action, which ``eval``s each value) exiting 2 on a bad value.
+
+    A bare word such as ``restart_strategy:ipop`` is a NameError in ``eval``: the message says to quote it.
+    """
+
+    class QuotingStoreDict(store_dict):  # type: ignore[misc,valid-type]
+        def __call__(
+            self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: Any = None
+        ) -> None:
+            parsed: dict[str, Any] = {}
+            for item in values:
+                key, sep, value = item.partition(":")
+                if not sep or not key:
+                    exit_with_error(OptionError(f"{option_string} {item!r}: expected key:value"))
+                try:
+                    super().__call__(parser, namespace, [item], option_string)
+                except (NameError, SyntaxError) as exc:
+                    exit_with_error(
+                        OptionError(
+                            f"{option_string} {item!r}: values are Python expressions ({type(exc).__name__}: {exc});"
+                            f" to pass a string, quote it: {key}:\"'{value}'\""
+                        )
+                    )
+                parsed.update(getattr(namespace, self.dest))
+            setattr(namespace, self.dest, parsed)
+
+    return QuotingStoreDict
 
 
 def resolve(args: argparse.Namespace, block: Any, *, algo: str) -> ZooOptions:
@@ -234,16 +279,26 @@ def resolve(args: argparse.Namespace, block: Any, *, algo: str) -> ZooOptions:
     options = ZooOptions(**values)
     if options.n_seeds < 1:
         raise OptionError("n_seeds must be at least 1")
+    if options.eval_seeds < 1:
+        raise OptionError(
+            f"eval_seeds must be at least 1 (fresh seeds per re-evaluated trial), not {options.eval_seeds}"
+        )
+    if 0 < options.grace_period < options.heartbeat_interval:
+        raise OptionError(
+            f"grace_period ({options.grace_period} s) must be at least heartbeat_interval "
+            f"({options.heartbeat_interval} s): a trial silent for the grace period is failed, so a shorter one "
+            "fails live trials between two heartbeats (0: twice the interval)"
+        )
     check(options, algo=algo)
     return options
 
 
 def check(options: ZooOptions, *, algo: str) -> None:
-    """Raise :class:`OptionError` if a name in ``options`` does not resolve."""
-    from zoo_ext.objectives import resolve_objectives
+    """Raise :class:`OptionError` if a name in ``options`` does not resolve or an objective is unusable."""
+    from zoo_ext.objectives import ObjectiveError, resolve_objectives
     from zoo_ext.pruners import PRUNERS
     from zoo_ext.registry import DottedPathError, UnknownNameError
-    from zoo_ext.samplers import check_sampler_name
+    from zoo_ext.samplers import HubError, check_sampler_name
     from zoo_ext.spaces import SEARCH_SPACES
     from zoo_ext.spaces._probe import InvalidSearchSpaceError
 
@@ -252,7 +307,7 @@ def check(options: ZooOptions, *, algo: str) -> None:
         check_sampler_name(options.sampler)
         PRUNERS.check(options.pruner)
         resolve_objectives(options.objectives)
-    except (UnknownNameError, DottedPathError, InvalidSearchSpaceError) as exc:
+    except (UnknownNameError, DottedPathError, InvalidSearchSpaceError, HubError, ObjectiveError) as exc:
         raise OptionError(str(exc)) from exc
 
 

@@ -15,6 +15,7 @@ PostgreSQL credentials need not be on the command line: libpq reads ``PGPASSWORD
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import re
@@ -30,7 +31,18 @@ if TYPE_CHECKING:
     from optuna.storages import BaseStorage
     from optuna.trial import FrozenTrial
 
-__all__ = ["fail_dead_local_trials", "load_study", "open_storage", "redact", "redact_all", "worker_identity"]
+__all__ = [
+    "StudyError",
+    "exists",
+    "fail_dead_local_trials",
+    "finished_trial",
+    "load_existing_study",
+    "open_storage",
+    "redact",
+    "redact_all",
+    "retry_trial",
+    "worker_identity",
+]
 
 # scheme://user:password@host → scheme://user:***@host; ?password=… / &password=… → password=***
 _URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<secret>[^@\s]+)(?P<tail>@)")
@@ -70,6 +82,16 @@ def redact_all(value: Any) -> Any:
 def is_database(storage: str | None) -> bool:
     """Return True if ``storage`` is an RDB URL (the storages with heartbeats)."""
     return storage is not None and not storage.endswith(".log") and not storage.startswith("grpc://")
+
+
+def exists(storage: str) -> bool:
+    """Return False for a journal file or SQLite database that does not exist yet (True for any server URL)."""
+    if storage.endswith(".log"):
+        return Path(storage).exists()
+    if storage.startswith("sqlite:///"):
+        path = storage.removeprefix("sqlite:///").split("?", 1)[0]
+        return path in ("", ":memory:") or Path(path).exists()
+    return True
 
 
 def has_heartbeats(storage: str | None, heartbeat_interval: int) -> bool:
@@ -112,7 +134,7 @@ def open_storage(
             raise ValueError(f"a gRPC storage is grpc://HOST:PORT, got {storage!r}")
         with experimental():
             return GrpcStorageProxy(host=host, port=int(port))
-    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages import RDBStorage
     from sqlalchemy.exc import SQLAlchemyError
 
     heartbeat: dict[str, Any] = {}
@@ -120,7 +142,7 @@ def open_storage(
         heartbeat = {
             "heartbeat_interval": heartbeat_interval,
             "grace_period": grace_period or None,
-            "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=retries) if retries else None,
+            "heartbeat_stale_trial_callback": functools.partial(retry_trial, max_retry=retries) if retries else None,
         }
     attempt = 1
     while True:
@@ -135,11 +157,98 @@ def open_storage(
             time.sleep(0.5 + random.random())
 
 
-def load_study(storage: str, study_name: str) -> optuna.Study:
-    """Return the existing study ``study_name`` from a ``--storage`` value."""
+class StudyError(ValueError):
+    """A ``--storage``/``--study-name`` (and trial) that names nothing usable; the message says why."""
+
+
+def _existing_file(storage: str) -> Path | None:
+    """Return the file a journal or SQLite ``storage`` lives in (None: a server or in-memory storage)."""
+    if storage.endswith(".log"):
+        return Path(storage)
+    if not storage.startswith("sqlite:"):
+        return None
+    from sqlalchemy.engine import make_url
+
+    database = make_url(storage).database
+    if not database or database == ":memory:":
+        return None
+    return Path(database.removeprefix("file:"))
+
+
+def _reason(exc: Exception) -> str:
+    """Return the first line of what went wrong in ``exc`` (the driver's or gRPC's own message), redacted."""
+    details = getattr(exc, "details", None)  # grpc.RpcError: str() is a multi-line dump
+    text = str(details() if callable(details) else getattr(exc, "orig", None) or exc).strip()
+    return redact(text.splitlines()[0] if text else type(exc).__name__)
+
+
+def load_existing_study(
+    storage: str, study_name: str, *, algo: str | None = None, zoo_ext: bool = False
+) -> optuna.Study:
+    """Return the existing study ``study_name`` from a ``--storage`` value; raise :class:`StudyError` otherwise.
+
+    ``optuna.load_study`` creates a missing SQLite or journal file; here that is an error, as is an
+    unknown name (the message lists the storage's studies), a database that cannot be reached (its
+    password redacted), a study made for another ``algo``, or, with ``zoo_ext``, one zoo_ext did not
+    create (no recorded env config).
+    """
+    import difflib
+
     import optuna
 
-    return optuna.load_study(storage=open_storage(storage), study_name=study_name)
+    where = redact(storage)
+    path = _existing_file(storage)
+    if path is not None and not path.is_file():
+        kind = "journal file" if storage.endswith(".log") else "SQLite database"
+        raise StudyError(f"--storage {where}: no {kind} {str(path)!r} (check the path; it is not created)")
+    from sqlalchemy.exc import SQLAlchemyError
+
+    # No driver, an unreachable or foreign database (SQLAlchemy), a bad journal or URL, an old schema.
+    errors: tuple[type[Exception], ...] = (ImportError, SQLAlchemyError, OSError, ValueError, RuntimeError)
+    if storage.startswith("grpc://"):
+        import grpc
+
+        errors += (grpc.RpcError,)
+    try:
+        backend = open_storage(storage)
+        names = optuna.get_all_study_names(storage=backend)
+    except errors as exc:
+        raise StudyError(f"cannot open --storage {where}: {_reason(exc)}") from None
+    if study_name not in names:
+        close = difflib.get_close_matches(study_name, names, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        listing = f"Studies there: {', '.join(sorted(names))}." if names else "It holds no study."
+        raise StudyError(f"no study {study_name!r} in --storage {where}.{hint} {listing}")
+    study = optuna.load_study(storage=backend, study_name=study_name)
+    if zoo_ext and "zoo_config" not in study.user_attrs:
+        raise StudyError(f"study {study_name!r} was not created by zoo_ext: it records no env config (zoo_config)")
+    tuned = study.user_attrs.get("algo")
+    if algo is not None and tuned is not None and tuned != algo:
+        raise StudyError(f"study {study_name!r} tuned {tuned}, not {algo}: run with --algo {tuned}")
+    return study
+
+
+def finished_trial(study: optuna.Study, number: int, *, force: bool = False) -> FrozenTrial:
+    """Return trial ``number`` of ``study`` if it trained (COMPLETE or PRUNED); raise :class:`StudyError` otherwise.
+
+    A FAIL or RUNNING trial did not train to the end; ``force`` accepts it all the same.
+    """
+    from optuna.trial import TrialState
+
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if number not in trials:
+        numbers = f"its trials are 0 to {max(trials)}" if trials else "it has no trials"
+        raise StudyError(f"study {study.study_name!r} has no trial {number}: {numbers}")
+    trial = trials[number]
+    if trial.state == TrialState.WAITING:
+        raise StudyError(f"trial {number} of study {study.study_name!r} is WAITING: it has not started yet")
+    if trial.state in (TrialState.FAIL, TrialState.RUNNING) and not force:
+        reason = f" ({trial.user_attrs['fail_reason']})" if "fail_reason" in trial.user_attrs else ""
+        raise StudyError(
+            f"trial {number} of study {study.study_name!r} is {trial.state.name}{reason}: it did not train to the end."
+            f" `python -m zoo_ext export --trial {number} --force` writes its hyperparameters all the same"
+        )
+    return trial
 
 
 def _start_time(pid: int) -> str | None:
@@ -176,6 +285,24 @@ def _is_dead_local(worker: Any) -> bool:
     return worker.get("started") is not None and started != worker.get("started")  # the pid was reused
 
 
+def is_live_local(worker: Any) -> bool:
+    """Return True if ``worker`` (a :func:`worker_identity`) is a process of this host that still runs."""
+    if not isinstance(worker, Mapping) or worker.get("host") != socket.gethostname():
+        return False
+    pid, started = worker.get("pid"), worker.get("started")
+    return isinstance(pid, int) and pid != os.getpid() and started is not None and _start_time(pid) == started
+
+
+#: ``fail_reason`` prefixes of trials failed from outside: they say nothing about their configuration.
+EXTERNAL_FAILURES = ("interrupted by ", "worker process ")
+
+
+def is_external_failure(trial: FrozenTrial) -> bool:
+    """Return True if ``trial`` failed because its run was stopped (signal, dead worker), not by its own error."""
+    reason = trial.user_attrs.get("fail_reason")
+    return not isinstance(reason, str) or reason.startswith(EXTERNAL_FAILURES)
+
+
 def fail_dead_local_trials(study: optuna.Study, retries: int) -> list[FrozenTrial]:
     """Fail the RUNNING trials of ``study`` whose worker process on this host is gone; return them.
 
@@ -183,7 +310,6 @@ def fail_dead_local_trials(study: optuna.Study, retries: int) -> list[FrozenTria
     RUNNING forever and counts towards ``--max-total-trials``. Its parameters are enqueued again
     (``retries`` times at most), as Optuna's heartbeat retry does for database storages.
     """
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.trial import TrialState
 
     failed = []
@@ -196,7 +322,33 @@ def fail_dead_local_trials(study: optuna.Study, retries: int) -> list[FrozenTria
         if study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
             frozen = study._storage.get_trial(trial._trial_id)
             failed.append(frozen)
-            if retries:
-                with experimental():
-                    RetryHeartbeatStaleTrialCallback(max_retry=retries)(study, frozen)
+            retry_trial(study, frozen, max_retry=retries)
     return failed
+
+
+#: Trial user attributes a retry keeps: the rest (record, seeds, worker, fail_reason) belongs to the failed run.
+RETRY_KEPT_ATTRS = ("warm_start",)
+
+
+def retry_trial(study: optuna.Study, trial: FrozenTrial, *, max_retry: int) -> bool:
+    """Queue ``trial``'s parameters again (at most ``max_retry`` times per original); return True if queued.
+
+    Like Optuna's ``RetryHeartbeatStaleTrialCallback`` (same ``failed_trial``/``retry_history``
+    system attributes), but the retry does not inherit the failed run's user attributes
+    (its ``fail_reason`` would describe a run that is not this one), except ``warm_start``.
+    """
+    import optuna
+
+    history = [*trial.system_attrs.get("retry_history", []), trial.number]
+    if max_retry < len(history):
+        return False
+    study.add_trial(
+        optuna.create_trial(
+            state=optuna.trial.TrialState.WAITING,
+            params=trial.params,
+            distributions=trial.distributions,
+            user_attrs={key: trial.user_attrs[key] for key in RETRY_KEPT_ATTRS if key in trial.user_attrs},
+            system_attrs={**trial.system_attrs, "failed_trial": history[0], "retry_history": history},
+        )
+    )
+    return True

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from zoo_ext.spaces import SearchSpace
     from zoo_ext.zoo import ZooExperiment
 
-__all__ = ["Objective", "TrialEvalCallback", "TrialFailed", "train_run", "trial_seeds"]
+__all__ = ["Objective", "TrialEvalCallback", "TrialFailed", "step_offset", "train_run", "trial_seeds"]
 
 _logger = logging.getLogger(__name__)
 #: This process, recorded on each trial so a resumed study can fail the trials of dead workers.
@@ -50,6 +50,11 @@ class TrialFailed(Exception):
 def n_params(model: BaseAlgorithm) -> int:
     """Return the number of trainable parameters of ``model``'s policy."""
     return sum(p.numel() for p in model.policy.parameters() if p.requires_grad)
+
+
+def step_offset(done: Sequence[RunResult], n_evaluations: int) -> int:
+    """Return the first pruner step of the next seed's evaluations, after the seeds in ``done``."""
+    return sum(max(n_evaluations, len(result.curve)) for result in done)
 
 
 def trial_seeds(study_seed: int, number: int, n_seeds: int = 1) -> list[int]:
@@ -151,7 +156,9 @@ def train_run(
     env = eval_env = None
     start = time.perf_counter()
     try:
-        env = exp.make_env(exp.n_envs)
+        # VecNormalize discounts rewards with the trial's gamma, as rl_zoo3 does outside a study.
+        gamma = kwargs.get("gamma")
+        env = exp.make_env(exp.n_envs, gamma=gamma)
         model = exp.algo_class(
             env=env,
             tensorboard_log=None,
@@ -161,7 +168,7 @@ def train_run(
             **kwargs,
         )
         result.n_params = n_params(model)
-        eval_env = exp.make_env(exp.n_eval_envs, eval_env=True)
+        eval_env = exp.make_env(exp.n_eval_envs, eval_env=True, gamma=gamma)
         callback = TrialEvalCallback(
             eval_env,
             n_eval_episodes=exp.n_eval_episodes,
@@ -212,6 +219,8 @@ class Objective:
         self.objective_metric = objective_metric
         #: Where completed trials save their model (``trial_<number>.zip``); None: not saved.
         self.model_dir = model_dir
+        #: Numbers of the trials this process was running when SIGINT/SIGTERM stopped it.
+        self.interrupted: list[int] = []
 
     def _fail(self, trial: optuna.Trial, reason: str) -> TrialFailed:
         trial.set_user_attr("fail_reason", reason)
@@ -219,10 +228,21 @@ class Objective:
         return TrialFailed(reason)
 
     def sample(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Return the constructor kwargs of ``trial`` and record them as its ``hyperparams``."""
+        """Return the constructor kwargs of ``trial`` and record them as its ``hyperparams``.
+
+        A space that raises ``optuna.TrialPruned`` rejects the combination (the trial is PRUNED);
+        any other exception, or a result that cannot be recorded, raises :class:`TrialFailed`.
+        """
         exp = self.exp
         trial.set_user_attr(record.SPACE_ATTR, self.space_name)
-        sampled = self.space(trial, exp.n_actions, exp.n_envs, exp.additional_args())
+        try:
+            sampled = self.space(trial, exp.n_actions, exp.n_envs, exp.additional_args())
+        except (optuna.TrialPruned, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            raise self._fail(trial, f"search space {self.space_name!r} raised {type(exc).__name__}: {exc}") from exc
+        if not isinstance(sampled, dict):
+            raise self._fail(trial, f"search space {self.space_name!r} returned {type(sampled).__name__}, not a dict")
         try:
             check_keys(sampled, exp.algo_class, self.space_name)
         except InvalidSearchSpaceError as exc:
@@ -239,17 +259,36 @@ class Objective:
             raise self._fail(trial, str(exc)) from exc
         return kwargs
 
-    def _reporter(self, trial: optuna.Trial, done: list[RunResult], k: int) -> Callable[[int, float], bool]:
-        """Report the seeds' running aggregate at step ``k * n_evaluations + index``; False: prune."""
+    def _reporter(self, trial: optuna.Trial, done: list[RunResult]) -> Callable[[int, float], bool]:
+        """Report the seeds' running aggregate at step ``offset + index``; False: prune.
+
+        ``offset`` is the number of steps the earlier seeds may use: ``n_evaluations`` each, or
+        the evaluations they actually made if more (on-policy rollouts overshoot the budget), so
+        the steps of one seed never meet the next seed's.
+        """
+        offset = step_offset(done, self.exp.n_evaluations)
 
         def on_eval(index: int, mean: float) -> bool:
             values = [r.curve[index - 1]["mean_reward"] for r in done if len(r.curve) >= index] + [mean]
-            trial.report(aggregate(values, self.seed_aggregate), k * self.exp.n_evaluations + index)
+            trial.report(aggregate(values, self.seed_aggregate), offset + index)
             return not trial.should_prune()
 
         return on_eval
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        """Return the trial's value(s); any error fails the trial (:class:`TrialFailed`), never the study."""
+        try:
+            return self._call(trial)
+        except (optuna.TrialPruned, TrialFailed):
+            raise
+        except KeyboardInterrupt as exc:
+            trial.set_user_attr("fail_reason", f"interrupted by {getattr(exc, 'signal_name', 'SIGINT')}")
+            self.interrupted.append(trial.number)
+            raise
+        except Exception as exc:
+            raise self._fail(trial, f"{type(exc).__name__}: {exc}") from exc
+
+    def _call(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         exp = self.exp
         kwargs = self.sample(trial)
         seeds = trial_seeds(exp.seed, trial.number, self.n_seeds)
@@ -259,6 +298,8 @@ class Objective:
         trial.set_user_attr("objectives", [o.name for o in self.objectives])
         single = len(self.objectives) == 1
         inference = any(o.needs_inference for o in self.objectives)
+        if exp.normalize and "gamma" in kwargs:
+            trial.set_user_attr("normalize_gamma", float(kwargs["gamma"]))
         results: list[RunResult] = []
         try:
             for k, seed in enumerate(seeds):
@@ -266,7 +307,7 @@ class Objective:
                 if exp.optimization_log_path:
                     log_path = os.path.join(exp.optimization_log_path, f"trial_{trial.number}", f"seed_{seed}")
                 model_path = self.model_dir / f"trial_{trial.number}.zip" if self.model_dir and k == 0 else None
-                on_eval = self._reporter(trial, results, k) if single else None
+                on_eval = self._reporter(trial, results) if single else None
                 result = train_run(exp, kwargs, seed, on_eval=on_eval, log_path=log_path, model_path=model_path,
                                    measure_inference=inference)  # fmt: skip
                 results.append(result)
@@ -274,18 +315,21 @@ class Objective:
                     raise self._fail(trial, f"diverged: the evaluation return of seed {seed} is not finite")
                 if result.stopped:
                     raise optuna.TrialPruned()
-        except KeyboardInterrupt as exc:
-            trial.set_user_attr("fail_reason", f"interrupted by {getattr(exc, 'signal_name', 'SIGINT')}")
-            raise
-        except (optuna.TrialPruned, TrialFailed):
+        except (optuna.TrialPruned, TrialFailed, KeyboardInterrupt):
             raise
         except Exception as exc:
             raise self._fail(trial, f"training failed: {type(exc).__name__}: {exc}") from exc
         finally:
             self._record_runs(trial, results)
-        per_seed = {o.name: [o(r, self.objective_metric) for r in results] for o in self.objectives}
+        try:
+            per_seed = {o.name: [o(r, self.objective_metric) for r in results] for o in self.objectives}
+            values = tuple(aggregate(per_seed[o.name], self.seed_aggregate) for o in self.objectives)
+        except Exception as exc:
+            raise self._fail(trial, f"objective failed: {type(exc).__name__}: {exc}") from exc
+        bad = [o.name for o, v in zip(self.objectives, values, strict=True) if not math.isfinite(v)]
+        if bad:
+            raise self._fail(trial, f"objective {', '.join(bad)} is not finite: {values}")
         trial.set_user_attr("per_seed", per_seed)
-        values = tuple(aggregate(per_seed[o.name], self.seed_aggregate) for o in self.objectives)
         return values[0] if single else values
 
     def _record_runs(self, trial: optuna.Trial, results: list[RunResult]) -> None:

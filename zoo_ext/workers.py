@@ -63,8 +63,8 @@ class Workers:
                 pool.interrupt()
         print(pool.exit_codes)
 
-    Ctrl-C while waiting, or :meth:`interrupt`, sends SIGINT to every worker still running: each
-    records its running trial and stops, so the study stays resumable.
+    Ctrl-C or SIGTERM while waiting, or :meth:`interrupt`, passes the signal on to every worker
+    still running: each records its running trial and stops, so the study stays resumable.
     """
 
     def __init__(self, commands: Sequence[Sequence[str]], *, cwd: Path | None = None) -> None:
@@ -82,21 +82,21 @@ class Workers:
             _logger.info("started %d worker processes: %s", len(self.processes), pids)
         return self
 
-    def interrupt(self) -> None:
-        """Send SIGINT to every worker still running."""
+    def interrupt(self, signal_name: str = "SIGINT") -> None:
+        """Send ``signal_name`` (the signal this process received) to every worker still running."""
         running = [process for process in self.processes if process.poll() is None]
         if running:
-            _logger.warning("Interrupted: stopping %d workers", len(running))
+            _logger.warning("%s: stopping %d workers", signal_name, len(running))
         for process in running:
-            process.send_signal(signal.SIGINT)
+            process.send_signal(signal.Signals[signal_name])
 
     def __exit__(self, *exc: object) -> None:
         if exc[0] is not None:
-            self.interrupt()
+            self.interrupt(getattr(exc[1], "signal_name", "SIGINT"))
         try:
             self.exit_codes = [process.wait() for process in self.processes]
-        except KeyboardInterrupt:
-            self.interrupt()
+        except KeyboardInterrupt as interrupt:
+            self.interrupt(getattr(interrupt, "signal_name", "SIGINT"))
             self.exit_codes = [process.wait() for process in self.processes]
 
 

@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import sys
+import threading
 import types
 from collections import OrderedDict
 from collections.abc import Callable
@@ -45,13 +46,15 @@ TOUCHED_ATTRIBUTES = (
     "n_eval_episodes", "n_eval_envs", "deterministic_eval", "device", "verbose", "specified_callbacks",
     "storage", "study_name", "n_trials", "max_total_trials", "n_jobs", "n_startup_trials",
     "log_folder", "optimization_log_path", "no_optim_plots", "args", "trial_id", "custom_hyperparams",
-    "params_path", "create_envs",
+    "params_path", "create_envs", "normalize", "normalize_kwargs", "optimize_hyperparameters",
 )  # fmt: skip
 TOUCHED = (TOUCHED_MODULE_NAMES, PATCHED_METHODS, TOUCHED_ATTRIBUTES)
 #: Files the stock ``_save_config`` writes to the run's params folder (args.yml holds --storage).
 SAVED_CONFIG_FILES = ("args.yml", "config.yml", "command.txt")
 
 _ORIGINALS: dict[str, Callable[..., Any]] = {}
+#: Serialises env creation: ``make_env`` swaps the manager's VecNormalize kwargs (``--n-jobs`` threads).
+_ENV_LOCK = threading.Lock()
 _PATCHED_FLAG = "__zoo_ext_patched__"
 
 
@@ -150,7 +153,7 @@ def default_config_path(algo: str) -> Path:
 
 
 def _read_hyperparameters(self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    from zoo_ext import options, record
+    from zoo_ext import options, record, storage
 
     trial_id = self.trial_id
     self.trial_id = None  # stock checks truthiness (ignores trial 0) and knows only zoo param names
@@ -162,19 +165,43 @@ def _read_hyperparameters(self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     saved.pop(options.YAML_KEY, None)
     try:
         self._zoo_ext_options = options.resolve(self.args, block, algo=self.algo)
+        if self.optimize_hyperparameters:
+            from zoo_ext.study import resolve_study
+
+            # Before any env is built: name the study and refuse a resume with other settings.
+            self.storage, self.study_name = resolve_study(
+                algo=self.algo,
+                env_id=self.env_name.gym_id,
+                opts=self._zoo_ext_options,
+                storage_url=self.storage,
+                study_name=self.study_name,
+                seed=self.seed if explicit_seed() else None,
+                log_folder=self.log_folder,
+            )
         self._zoo_ext_config = record.plain(dict(saved))
         if self.storage and self.study_name and trial_id is not None:
-            from zoo_ext import storage
-
-            study = storage.load_study(self.storage, self.study_name)
-            merged = record.merge(hyperparams, record.trial_hyperparams(study, trial_id, self.algo))
+            tuned = storage.load_existing_study(self.storage, self.study_name, algo=self.algo)
+            trial = storage.finished_trial(tuned, trial_id)
+            merged = record.merge(hyperparams, record.trial_hyperparams(tuned, trial_id, self.algo))
             hyperparams.clear()
             hyperparams.update(merged, **(self.custom_hyperparams or {}))
             saved = OrderedDict((key, hyperparams[key]) for key in sorted(hyperparams))
             _logger.info("Loaded trial %d of study %r: %s", trial_id, self.study_name, record.plain(saved))
-    except (options.OptionError, record.RecordError, KeyError) as exc:
+            if "seed" in trial.user_attrs and not explicit_seed():
+                from stable_baselines3.common.utils import set_random_seed
+
+                # The manager seeds the model and the envs with self.seed; args.yml records args.seed.
+                self.seed = self.args.seed = int(trial.user_attrs["seed"])
+                set_random_seed(self.seed)
+                _logger.info("Seed: %d, the one trial %d trained with (--seed overrides it)", self.seed, trial_id)
+    except (options.OptionError, record.RecordError, storage.StudyError, KeyError) as exc:
         options.exit_with_error(exc)
     return hyperparams, saved
+
+
+def explicit_seed() -> bool:
+    """Return True if ``--seed`` is on the command line (rl_zoo3 replaces a missing one by a random seed)."""
+    return any(arg == "--seed" or arg.startswith("--seed=") for arg in sys.argv[1:])
 
 
 def _hyperparameters_optimization(self: Any) -> None:
@@ -192,9 +219,12 @@ def _save_config(self: Any, saved_hyperparams: dict[str, Any]) -> None:
         path = params_path / name
         if path.exists():
             path.write_text(storage.redact(path.read_text()))
-    (params_path / "hyperparams.json").write_text(
-        json.dumps(record.encode(self._hyperparams), indent=2, sort_keys=True)
-    )
+    try:
+        encoded = record.encode(self._hyperparams)
+    except record.RecordError as exc:
+        _logger.warning("%s; hyperparams.json holds its repr instead, training goes on", exc)
+        encoded = record.plain(self._hyperparams)
+    (params_path / "hyperparams.json").write_text(json.dumps(encoded, indent=2, sort_keys=True))
 
 
 class ZooExperiment:
@@ -228,6 +258,8 @@ class ZooExperiment:
         self.optimization_log_path: str | None = manager.optimization_log_path
         self.no_optim_plots: bool = manager.no_optim_plots
         self.args: argparse.Namespace = manager.args
+        #: The pruner the study runs with (``none`` for several objectives), set when it is built.
+        self.pruner_used: str = self.options.pruner
 
     @property
     def algo_class(self) -> type[BaseAlgorithm]:
@@ -247,11 +279,27 @@ class ZooExperiment:
             "her_kwargs": kwargs.get("replay_buffer_kwargs", {}),
         }
 
-    def make_env(self, n_envs: int, *, eval_env: bool = False) -> VecEnv:
-        """Return a new VecEnv built exactly as the zoo builds it for trials."""
-        if eval_env:
-            return self._m.create_envs(n_envs=n_envs, eval_env=True)  # type: ignore[no-any-return]
-        return self._m.create_envs(n_envs, no_log=True)  # type: ignore[no-any-return]
+    @property
+    def normalize(self) -> bool:
+        """Return True if the env's config wraps its envs in ``VecNormalize``."""
+        return bool(self._m.normalize)
+
+    def make_env(self, n_envs: int, *, eval_env: bool = False, gamma: float | None = None) -> VecEnv:
+        """Return a new VecEnv built as the zoo builds it, ``VecNormalize`` discounting with ``gamma`` if given.
+
+        rl_zoo3 gives VecNormalize the config's ``gamma`` (rl-baselines-zoo issue 91); a trial
+        that samples its own gamma must normalise rewards with that one.
+        """
+        with _ENV_LOCK:
+            saved = self._m.normalize_kwargs
+            if self._m.normalize and gamma is not None:
+                self._m.normalize_kwargs = {**saved, "gamma": float(gamma)}
+            try:
+                if eval_env:
+                    return self._m.create_envs(n_envs=n_envs, eval_env=True)  # type: ignore[no-any-return]
+                return self._m.create_envs(n_envs, no_log=True)  # type: ignore[no-any-return]
+            finally:
+                self._m.normalize_kwargs = saved
 
     def extra_callbacks(self) -> list[BaseCallback]:
         """Return fresh instances of the callbacks the env's config asks for."""
