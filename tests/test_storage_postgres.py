@@ -92,7 +92,7 @@ def test_interrupted_worker_resumes_without_duplicates(postgres: Postgres, space
     interrupted = optuna.load_study(storage=storage, study_name="sigint").trials[trial.number]
     assert interrupted.state == TrialState.FAIL
     assert interrupted.user_attrs["fail_reason"] == "interrupted by SIGINT"
-    assert "can be resumed" in err
+    assert "Interrupted by SIGINT: study 'sigint' is saved in postgresql://zoo:***@" in err
     run([*STOCK, *study_args(storage, "sigint", n=512, total=3)], space_dir, env=env)
     study = optuna.load_study(storage=storage, study_name="sigint")
     numbers = [t.number for t in study.trials]

@@ -80,9 +80,13 @@ def test_sigterm_records_the_running_trial(space_dir: Path) -> None:
     env = {"MLFLOW_TRACKING_URI": mlflow_store(space_dir)}
     cmd = [*STOCK, *study_args("study.log", "t", n=20_000, total=3)]
     worker, trial, err = signal_mid_trial(cmd, space_dir, journal(space_dir), "t", signal.SIGTERM, env=env)
-    assert worker.returncode == 0, err[-3000:]
-    stopped = optuna.load_study(storage=journal(space_dir), study_name="t").trials[trial.number]
+    assert worker.returncode == 143, err[-3000:]
+    assert "Interrupted by SIGTERM: study 't' is saved in study.log; run the same command to resume it" in err
+    study = optuna.load_study(storage=journal(space_dir), study_name="t")
+    stopped = study.trials[trial.number]
     assert stopped.state == TrialState.FAIL and stopped.user_attrs["fail_reason"] == "interrupted by SIGTERM"
+    (retry,) = study.get_trials(states=(TrialState.WAITING,))  # queued again with its parameters
+    assert retry.params == stopped.params and "fail_reason" not in retry.user_attrs
     parents, children = mlflow_runs(env["MLFLOW_TRACKING_URI"])
     assert [r.info.status for r in children if r.data.tags["optuna.trial_number"] == str(trial.number)] == ["KILLED"]
     assert [p.info.status for p in parents] == ["KILLED"]
@@ -101,16 +105,23 @@ def test_ctrl_c_stops_all_workers_and_the_study_resumes(space_dir: Path) -> None
         time.sleep(0.5)
     os.killpg(launcher.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
     _, err = launcher.communicate(timeout=180)
+    assert launcher.returncode == 130, err[-3000:]
     study = optuna.load_study(storage=storage, study_name="c")
     interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
     assert len(interrupted) == 2 and all(t.user_attrs["fail_reason"] == "interrupted by SIGINT" for t in interrupted)
+    assert len(study.get_trials(states=(TrialState.WAITING,))) == 2  # both queued again
     assert not study.get_trials(states=(TrialState.RUNNING,)), err[-3000:]
     _, children = mlflow_runs(env["MLFLOW_TRACKING_URI"])
     assert "RUNNING" not in {r.info.status for r in children}
+    killed = [r for r in children if int(r.data.tags["optuna.trial_number"]) in {t.number for t in interrupted}]
+    assert [(r.info.status, r.data.tags["optuna.trial_state"]) for r in killed] == [("KILLED", "FAIL")] * 2
     run([*STOCK, *study_args("study.log", "c", n=512, total=4), "--n-workers", "2"], space_dir, env=env)
     study = optuna.load_study(storage=storage, study_name="c")
     numbers = [t.number for t in study.trials]
     assert numbers == list(range(len(numbers))) and len(study.get_trials(states=(TrialState.COMPLETE,))) == 4
+    retried = {RetryHeartbeatStaleTrialCallback.retried_trial_number(t): t for t in study.trials}
+    for trial in interrupted:  # the interrupted trials ran again first, with their parameters
+        assert retried[trial.number].params == trial.params and retried[trial.number].state == TrialState.COMPLETE
     parents, children = mlflow_runs(env["MLFLOW_TRACKING_URI"])
     assert sorted(int(r.data.tags["optuna.trial_number"]) for r in children) == numbers
     assert "RUNNING" not in {r.info.status for r in children} and [p.info.status for p in parents] == ["FINISHED"]

@@ -25,9 +25,11 @@ from zoo_ext.registry import Registry
 
 __all__ = [
     "AGGREGATES",
+    "DIRECTIONS",
     "METRICS",
     "OBJECTIVES",
     "Objective",
+    "ObjectiveError",
     "RunResult",
     "aggregate",
     "register_objective",
@@ -36,6 +38,12 @@ __all__ = [
 
 METRICS = ("last", "best", "mean")
 AGGREGATES = ("mean", "median", "iqm", "min")
+#: The directions an Optuna study accepts.
+DIRECTIONS = ("maximize", "minimize")
+
+
+class ObjectiveError(ValueError):
+    """An objective cannot be used: a direction Optuna does not know, or named twice in one study."""
 
 
 @dataclass
@@ -53,6 +61,8 @@ class RunResult:
     stopped: bool = False
     #: An evaluation return was not finite.
     diverged: bool = False
+    #: The discount ``VecNormalize`` normalised the training rewards with (None: no VecNormalize).
+    normalize_gamma: float | None = None
 
 
 @dataclass(frozen=True)
@@ -65,8 +75,19 @@ class Objective:
     #: Whether the inference time must be measured for it.
     needs_inference: bool = False
 
+    def __post_init__(self) -> None:
+        _check_direction(self.name, self.direction)
+
     def __call__(self, result: RunResult, metric: str) -> float:
         return float(self.fn(result, metric))
+
+
+def _check_direction(name: str, direction: object) -> None:
+    """Raise :class:`ObjectiveError` unless ``direction`` is one Optuna accepts."""
+    if direction not in DIRECTIONS:
+        raise ObjectiveError(
+            f"objective {name!r} has direction {direction!r}: it must be one of {', '.join(DIRECTIONS)}"
+        )
 
 
 def _index(result: RunResult, metric: str) -> int:
@@ -129,9 +150,11 @@ OBJECTIVES: Registry[Objective] = Registry("objective", "zoo_ext.objectives", _b
 def register_objective(
     name: str, *, direction: str = "maximize", needs_inference: bool = False
 ) -> Callable[[Callable[[RunResult, str], float]], Callable[[RunResult, str], float]]:
-    """Return a decorator registering an objective function under ``name`` with its direction."""
-    if direction not in ("maximize", "minimize"):
-        raise ValueError(f"direction must be 'maximize' or 'minimize', not {direction!r}")
+    """Return a decorator registering an objective function under ``name`` with its direction.
+
+    A direction other than ``maximize`` or ``minimize`` raises :class:`ObjectiveError` here, at registration.
+    """
+    _check_direction(name, direction)
 
     def decorator(fn: Callable[[RunResult, str], float]) -> Callable[[RunResult, str], float]:
         OBJECTIVES.register(name, Objective(name, direction, fn, needs_inference), description=fn.__doc__ or "")
@@ -141,7 +164,16 @@ def register_objective(
 
 
 def resolve_objectives(names: Sequence[str]) -> list[Objective]:
-    """Return the objectives named (registered, entry point or dotted path to a function or Objective)."""
+    """Return the objectives named (registered, entry point or dotted path to a function or Objective).
+
+    Raises :class:`ObjectiveError` for a name given twice or a direction Optuna does not know (a
+    function's ``direction`` attribute), so the study is never created with it.
+    """
+    repeated = sorted({name for name in names if list(names).count(name) > 1})
+    if repeated:
+        raise ObjectiveError(
+            f"objective(s) {', '.join(map(repr, repeated))} given more than once: name each objective once"
+        )
     resolved = []
     for name in names:
         obj: Any = OBJECTIVES.get(name)

@@ -168,6 +168,8 @@ def train_run(
             **kwargs,
         )
         result.n_params = n_params(model)
+        vec_normalize = model.get_vec_normalize_env()
+        result.normalize_gamma = float(vec_normalize.gamma) if vec_normalize is not None else None
         eval_env = exp.make_env(exp.n_eval_envs, eval_env=True, gamma=gamma)
         callback = TrialEvalCallback(
             eval_env,
@@ -298,8 +300,6 @@ class Objective:
         trial.set_user_attr("objectives", [o.name for o in self.objectives])
         single = len(self.objectives) == 1
         inference = any(o.needs_inference for o in self.objectives)
-        if exp.normalize and "gamma" in kwargs:
-            trial.set_user_attr("normalize_gamma", float(kwargs["gamma"]))
         results: list[RunResult] = []
         try:
             for k, seed in enumerate(seeds):
@@ -336,6 +336,8 @@ class Objective:
         if not results:
             return
         trial.set_user_attr("n_params", results[0].n_params)
+        if results[0].normalize_gamma is not None:
+            trial.set_user_attr("normalize_gamma", results[0].normalize_gamma)
         trial.set_user_attr("train_time", sum(r.train_time for r in results))
         curve = []
         for index, point in enumerate(results[0].curve):

@@ -279,11 +279,6 @@ class ZooExperiment:
             "her_kwargs": kwargs.get("replay_buffer_kwargs", {}),
         }
 
-    @property
-    def normalize(self) -> bool:
-        """Return True if the env's config wraps its envs in ``VecNormalize``."""
-        return bool(self._m.normalize)
-
     def make_env(self, n_envs: int, *, eval_env: bool = False, gamma: float | None = None) -> VecEnv:
         """Return a new VecEnv built as the zoo builds it, ``VecNormalize`` discounting with ``gamma`` if given.
 
