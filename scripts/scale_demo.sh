@@ -4,7 +4,7 @@
 # Needs Debian's postgresql (scripts/setup.sh --test installs it). Prints the study's trial counts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHON="${PYTHON:-python3}"
+source scripts/_python.sh
 bin=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | tail -n 1 || command -v initdb)")
 work=$(mktemp -d /tmp/zoo_ext_scale.XXXXXX)
 as_pg=()

@@ -14,7 +14,15 @@ from mlflow import MlflowClient
 from scipy.stats import trim_mean
 from stable_baselines3 import PPO
 
-from zoo_ext.objectives import OBJECTIVES, RunResult, aggregate, register_objective, resolve_objectives
+from zoo_ext.objectives import (
+    OBJECTIVES,
+    Objective,
+    ObjectiveError,
+    RunResult,
+    aggregate,
+    register_objective,
+    resolve_objectives,
+)
 from zoo_ext.registry import import_dotted
 
 TINY = ["-params", "n_envs:1", "n_steps:32", "batch_size:32"]
@@ -42,6 +50,8 @@ def _non_dominated(points: dict[int, tuple[float, float]]) -> set[int]:
 def test_two_objectives_give_a_pareto_front(workdir: Path) -> None:
     proc = run([*STOCK, *_args(5, "--objectives", "mean_reward", "n_params", "--pruner", "median")], workdir)
     assert "pruner 'median' disabled: Optuna cannot prune a multi-objective study" in proc.stderr
+    assert "-random-none_" in proc.stdout.split("Writing report to")[1]  # the pruner actually used
+    assert "A new study created in memory" not in proc.stdout + proc.stderr
     study = load(workdir)
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     env = gym.make("CartPole-v1")
@@ -137,3 +147,14 @@ def test_register_objective_and_builtins() -> None:
     assert by_name["mean_reward"](result, "best") == 3.0 and by_name["mean_reward"](result, "mean") == 2.0
     assert by_name["auc"](result, "last") == 2.0 and by_name["n_params"](result, "last") == 7
     assert {"inference_time", "reward_std"} <= set(OBJECTIVES.names())
+
+
+def test_bad_directions_and_repeated_objectives_are_refused() -> None:
+    with pytest.raises(ObjectiveError, match="'unit-up' has direction 'up': it must be one of maximize, minimize"):
+        register_objective("unit-up", direction="up")
+    assert "unit-up" not in OBJECTIVES.names()
+    with pytest.raises(ObjectiveError, match="direction 'max'"):
+        Objective("unit-max", "max", lambda result, metric: 0.0)
+    with pytest.raises(ObjectiveError, match="objective\\(s\\) 'auc' given more than once"):
+        resolve_objectives(["auc", "mean_reward", "auc"])
+    assert [o.name for o in resolve_objectives(["auc", "mean_reward"])] == ["auc", "mean_reward"]

@@ -45,29 +45,34 @@ def _list(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     import yaml
 
-    from zoo_ext import record, reports, storage
+    from zoo_ext import options, record, reports, storage
 
-    study = storage.load_study(args.storage, args.study_name)
-    attrs = study.user_attrs
-    if "zoo_config" not in attrs:
-        print(f"zoo_ext: error: study {args.study_name!r} was not created by zoo_ext (no zoo_config)", file=sys.stderr)
-        return 2
     try:
+        study = storage.load_existing_study(args.storage, args.study_name, zoo_ext=True)
         number = args.trial if args.trial is not None else reports.pick(study, args.pick)
-    except ValueError as exc:
-        print(f"zoo_ext: error: {exc}", file=sys.stderr)
-        return 2
-    values = record.trial_hyperparams(study, number, attrs["algo"])
-    entry = record.merge(attrs["zoo_config"], values)
-    Path(args.output).write_text(yaml.safe_dump({attrs["env_id"]: entry}, sort_keys=True))
-    print(f"Wrote trial {number} of study {args.study_name!r} ({attrs['algo']} on {attrs['env_id']}) to {args.output}")
+        trial = storage.finished_trial(study, number, force=args.force)
+        if record.RECORD_ATTR not in trial.user_attrs:
+            raise record.RecordError(f"trial {number} failed before its hyperparameters were recorded")
+        attrs = study.user_attrs
+        entry = record.merge(attrs["zoo_config"], record.trial_hyperparams(study, number, attrs["algo"]))
+    except ValueError as exc:  # StudyError, RecordError, a --pick that does not apply
+        options.exit_with_error(exc)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(yaml.safe_dump({attrs["env_id"]: entry}, sort_keys=True))
+    state = "" if trial.state.name == "COMPLETE" else f" ({trial.state.name})"
+    where = f"study {args.study_name!r} ({attrs['algo']} on {attrs['env_id']})"
+    print(f"Wrote trial {number}{state} of {where} to {output}")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
-    from zoo_ext import reports, storage
+    from zoo_ext import options, reports, storage
 
-    study = storage.load_study(args.storage, args.study_name)
+    try:
+        study = storage.load_existing_study(args.storage, args.study_name)
+    except storage.StudyError as exc:
+        options.exit_with_error(exc)
     print(reports.describe_best(study))
     folder = Path(args.output or f"report_{study.study_name}")
     written = reports.write_report(study, folder)
@@ -76,9 +81,12 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _mlflow_sync(args: argparse.Namespace) -> int:
-    from zoo_ext import storage, tracking
+    from zoo_ext import options, storage, tracking
 
-    study = storage.load_study(args.storage, args.study_name)
+    try:
+        study = storage.load_existing_study(args.storage, args.study_name, zoo_ext=True)
+    except storage.StudyError as exc:
+        options.exit_with_error(exc)
     attrs = study.user_attrs
     if tracking.UID_ATTR not in attrs:
         print(f"zoo_ext: error: study {args.study_name!r} was not created by zoo_ext", file=sys.stderr)
@@ -112,7 +120,8 @@ def _storage_proxy(args: argparse.Namespace) -> int:
     for stop in (signal.SIGINT, signal.SIGTERM):  # also when started with SIGINT ignored (background, test runners)
         signal.signal(stop, signal.default_int_handler)
     try:
-        run_grpc_proxy_server(RDBStorage(args.storage), host=args.host, port=args.port)
+        with storage.experimental():
+            run_grpc_proxy_server(RDBStorage(args.storage), host=args.host, port=args.port)
     except KeyboardInterrupt:
         pass
     return 0
@@ -127,13 +136,17 @@ def _parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write a trial's hyperparameters as an rl_zoo3 hyperparams YAML")
     export.add_argument("--storage", required=True, help="Optuna storage (URL or journal .log path)")
     export.add_argument("--study-name", required=True)
-    export.add_argument("--trial", type=int, default=None, help="trial number (default: the best trial)")
     export.add_argument("-o", "--output", required=True, help="YAML file to write")
-    export.add_argument(
+    which = export.add_mutually_exclusive_group()
+    which.add_argument("--trial", type=int, default=None, help="trial number (default: the best trial)")
+    which.add_argument(
         "--pick",
         default=None,
-        help="which trial: the best (default), 'knee' (Pareto knee point), 'test' (best re-evaluation score), "
-        "or an objective name (the Pareto trial best on it)",
+        help="which trial: the best (default), 'knee' (Pareto knee point, several objectives), 'test' (best "
+        "re-evaluation score), or an objective name (the Pareto trial best on it)",
+    )
+    export.add_argument(
+        "--force", action="store_true", help="also export a FAIL or RUNNING trial (it did not train to the end)"
     )
     report = sub.add_parser("report", help="print the best trial or the Pareto front and write the plots")
     report.add_argument("--storage", required=True, help="Optuna storage (URL or journal .log path)")

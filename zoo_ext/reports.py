@@ -7,7 +7,9 @@ is skipped with a log message.
 
 from __future__ import annotations
 
+import difflib
 import logging
+import re
 import warnings
 from collections.abc import Callable
 from functools import partial
@@ -27,6 +29,8 @@ PLOTS = {
     "param_importances": "plot_param_importances",
     "parallel_coordinate": "plot_parallel_coordinate",
 }
+#: Characters of an objective name (e.g. a dotted path ``pkg.mod:fn``) not used in file names.
+_FILE_UNSAFE = re.compile(r"[^\w.-]")
 
 
 def _draw(name: str, draw: Callable[[], Any], save: Callable[[Any], None]) -> bool:
@@ -38,6 +42,28 @@ def _draw(name: str, draw: Callable[[], Any], save: Callable[[Any], None]) -> bo
     except (ValueError, RuntimeError, ImportError, ZeroDivisionError) as exc:
         _logger.info("plot %s skipped: %s", name, exc)
         return False
+
+
+def _plots(study: optuna.Study) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Return the plots to draw: file name → (Optuna plot function, its keyword arguments).
+
+    One objective: :data:`PLOTS`. Several: the Pareto front (2 or 3 objectives; Optuna draws no
+    more), the parameter importances (bars per objective) and one optimization history per objective.
+    """
+    if len(study.directions) == 1:
+        return {name: (function, {}) for name, function in PLOTS.items()}
+    plots: dict[str, tuple[str, dict[str, Any]]] = {
+        "pareto_front": ("plot_pareto_front", {}),
+        "param_importances": ("plot_param_importances", {}),
+    }
+    for i, objective in enumerate(objective_names(study)):
+        target = {"target": partial(_objective_value, i), "target_name": objective}
+        plots["optimization_history_" + _FILE_UNSAFE.sub("_", objective)] = ("plot_optimization_history", target)
+    return plots
+
+
+def _objective_value(index: int, trial: optuna.trial.FrozenTrial) -> float:
+    return float(trial.values[index])
 
 
 def write_report(study: optuna.Study, folder: Path, *, plots: bool = True, trials: Any = None) -> list[Path]:
@@ -57,9 +83,7 @@ def write_report(study: optuna.Study, folder: Path, *, plots: bool = True, trial
     from optuna import visualization
     from optuna.visualization import matplotlib as mpl
 
-    multi = len(study.directions) > 1
-    plots_to_draw = {"pareto_front": "plot_pareto_front"} if multi else dict(PLOTS)
-    for name, function in plots_to_draw.items():
+    for name, (function, kwargs) in _plots(study).items():
         html, png = folder / f"{name}.html", folder / f"{name}.png"
 
         def save_html(fig: Any, path: Path = html) -> None:
@@ -71,9 +95,9 @@ def write_report(study: optuna.Study, folder: Path, *, plots: bool = True, trial
             plt.close(figure)
 
         fn_html, fn_png = getattr(visualization, function), getattr(mpl, function)
-        if _draw(name, partial(fn_html, study), save_html):
+        if _draw(name, partial(fn_html, study, **kwargs), save_html):
             written.append(html)
-        if _draw(name, partial(fn_png, study), save_png):
+        if _draw(name, partial(fn_png, study, **kwargs), save_png):
             written.append(png)
     return written
 
@@ -150,6 +174,8 @@ def pick(study: optuna.Study, how: str | None) -> int:
     pareto = study.best_trials
     if not pareto:
         raise ValueError(f"study {study.study_name!r} has no completed trial")
+    if how == "knee" and len(names) == 1:
+        raise ValueError(f"--pick knee: study {study.study_name!r} has one objective; its best trial is the default")
     if how is None and len(names) == 1:
         return study.best_trial.number
     if how is None or how == "knee":
@@ -159,7 +185,10 @@ def pick(study: optuna.Study, how: str | None) -> int:
         scaled = (values - low) / np.where(high > low, high - low, 1.0)
         return pareto[int(np.argmin(np.linalg.norm(scaled, axis=1)))].number
     if how not in names:
-        raise ValueError(f"--pick {how!r}: choose knee, test or an objective: {', '.join(names)}")
+        choices = ["knee", "test", *names] if len(names) > 1 else ["test", *names]
+        close = difflib.get_close_matches(how, choices, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ValueError(f"unknown --pick {how!r} for study {study.study_name!r}.{hint} Valid: {', '.join(choices)}")
     i = names.index(how)
     best = max if maximize[i] else min
     return best(pareto, key=lambda t: t.values[i]).number

@@ -84,16 +84,6 @@ def is_database(storage: str | None) -> bool:
     return storage is not None and not storage.endswith(".log") and not storage.startswith("grpc://")
 
 
-def exists(storage: str) -> bool:
-    """Return False for a journal file or SQLite database that does not exist yet (True for any server URL)."""
-    if storage.endswith(".log"):
-        return Path(storage).exists()
-    if storage.startswith("sqlite:///"):
-        path = storage.removeprefix("sqlite:///").split("?", 1)[0]
-        return path in ("", ":memory:") or Path(path).exists()
-    return True
-
-
 def has_heartbeats(storage: str | None, heartbeat_interval: int) -> bool:
     """Return True if trials in ``storage`` send heartbeats (a database, with a positive interval)."""
     return is_database(storage) and heartbeat_interval > 0
@@ -168,11 +158,21 @@ def _existing_file(storage: str) -> Path | None:
     if not storage.startswith("sqlite:"):
         return None
     from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
 
-    database = make_url(storage).database
+    try:
+        database = make_url(storage).database
+    except ArgumentError:  # not a URL: opening it says so
+        return None
     if not database or database == ":memory:":
         return None
     return Path(database.removeprefix("file:"))
+
+
+def exists(storage: str) -> bool:
+    """Return False for a journal file or SQLite database that does not exist yet (True for any server URL)."""
+    path = _existing_file(storage)
+    return path is None or path.is_file()
 
 
 def _reason(exc: Exception) -> str:
@@ -195,14 +195,13 @@ def load_existing_study(
     import difflib
 
     import optuna
-
-    where = redact(storage)
-    path = _existing_file(storage)
-    if path is not None and not path.is_file():
-        kind = "journal file" if storage.endswith(".log") else "SQLite database"
-        raise StudyError(f"--storage {where}: no {kind} {str(path)!r} (check the path; it is not created)")
     from sqlalchemy.exc import SQLAlchemyError
 
+    where = redact(storage)
+    if not exists(storage):
+        path = _existing_file(storage)
+        kind = "journal file" if storage.endswith(".log") else "SQLite database"
+        raise StudyError(f"--storage {where}: no {kind} {str(path)!r} (check the path; it is not created)")
     # No driver, an unreachable or foreign database (SQLAlchemy), a bad journal or URL, an old schema.
     errors: tuple[type[Exception], ...] = (ImportError, SQLAlchemyError, OSError, ValueError, RuntimeError)
     if storage.startswith("grpc://"):
@@ -213,10 +212,12 @@ def load_existing_study(
         backend = open_storage(storage)
         names = optuna.get_all_study_names(storage=backend)
     except errors as exc:
-        raise StudyError(f"cannot open --storage {where}: {_reason(exc)}") from None
+        hint = "" if "://" in storage else " (a file is a journal PATH.log or a database sqlite:///PATH)"
+        raise StudyError(f"cannot open --storage {where}: {_reason(exc)}{hint}") from None
     if study_name not in names:
-        close = difflib.get_close_matches(study_name, names, n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
+        lowered = {name.lower(): name for name in names}  # "PPO-pendulum" is close to "ppo-pendulum"
+        close = difflib.get_close_matches(study_name.lower(), list(lowered), n=1)
+        hint = f" Did you mean {lowered[close[0]]!r}?" if close else ""
         listing = f"Studies there: {', '.join(sorted(names))}." if names else "It holds no study."
         raise StudyError(f"no study {study_name!r} in --storage {where}.{hint} {listing}")
     study = optuna.load_study(storage=backend, study_name=study_name)
