@@ -442,10 +442,6 @@ def _finish(
     outcome: Outcome,
 ) -> None:
     """Re-evaluate (if asked and done), print the summary, write the reports, close the parent run."""
-    if outcome.completed and not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-        failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-        if failed:
-            outcome.failure = f"every trial failed (the last: {failed[-1].user_attrs.get('fail_reason', 'no reason')})"
     if exp.options.reevaluate_top and outcome.completed:
         reevaluate(study, objective, tracker, exp.options.reevaluate_top, exp.options.eval_seeds)
     report = summarize(study, exp)
