@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import uuid
+from pathlib import Path
+
 import optuna
 import pytest
 
 from zoo_ext import register_pruner, register_sampler, register_search_space
 from zoo_ext.pruners import PRUNERS, create_pruner
-from zoo_ext.registry import DottedPathError, FactoryError, UnknownNameError, import_dotted
+from zoo_ext.registry import DottedPathError, FactoryError, Registry, UnknownNameError, import_dotted
 from zoo_ext.samplers import create_sampler
 from zoo_ext.spaces import SEARCH_SPACES
 
@@ -94,3 +98,59 @@ def test_decorators_register_by_name() -> None:
     assert type(_create("unit-test-sampler")).__name__ == "RandomSampler"
     assert type(create_pruner("unit-test-pruner", {}, n_startup_trials=1, n_evaluations=1)).__name__ == "NopPruner"
     assert "unit-test-space" in SEARCH_SPACES.names("td3")
+
+
+# --- a plug-in named like a built-in --------------------------------------------------------------
+
+
+def _builtin_tpe(registry: Registry) -> None:
+    registry.register("tpe", optuna.samplers.TPESampler, source="zoo_ext")
+    registry.register("zoo", optuna.samplers.TPESampler, algos=["ppo", "a2c"], source="zoo_ext")
+
+
+def plugin_sampler(*, seed: int | None = None) -> optuna.samplers.RandomSampler:
+    """A plug-in's sampler named like a built-in."""
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+@pytest.mark.parametrize("order", ["plug-in first", "built-ins first"])
+def test_plugin_replaces_a_builtin_whatever_the_order(order: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="zoo_ext.registry")
+    registry: Registry = Registry("sampler", "zoo_ext_test.none", _builtin_tpe)
+    if order == "built-ins first":
+        assert registry.get("tpe") is optuna.samplers.TPESampler
+    registry.register("tpe", plugin_sampler)
+    registry.register("zoo", plugin_sampler, algos="ppo")
+    assert registry.get("tpe") is plugin_sampler
+    assert registry.get("zoo", "ppo") is plugin_sampler
+    assert registry.get("zoo", "a2c") is optuna.samplers.TPESampler
+    warnings = [r.getMessage() for r in caplog.records]
+    assert warnings == [
+        "sampler 'tpe' from python replaces the built-in sampler of that name (for every algorithm)",
+        "sampler 'zoo' from python replaces the built-in sampler of that name (for ppo)",
+    ]
+
+
+@pytest.mark.parametrize("order", ["entry point", "entry point, then decorator"])
+def test_entry_point_replaces_a_builtin(
+    order: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    group = f"zoo_ext_test_{uuid.uuid4().hex}"
+    (tmp_path / "plugmod_registry.py").write_text(
+        "import optuna\n\n\ndef tpe(*, seed=None):\n    return optuna.samplers.RandomSampler(seed=seed)\n"
+    )
+    dist = tmp_path / "plugmod_registry-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: plugmod-registry\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[{group}]\ntpe = plugmod_registry:tpe\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry: Registry = Registry("sampler", group, _builtin_tpe)
+    with caplog.at_level(logging.WARNING, logger="zoo_ext.registry"):
+        factory = registry.get("tpe")
+    assert factory.__module__ == "plugmod_registry"
+    assert type(factory(seed=1)).__name__ == "RandomSampler"
+    assert any("entry point plugmod_registry:tpe (plugmod-registry) replaces the built-in" in r.getMessage()
+               for r in caplog.records)  # fmt: skip
+    if order == "entry point, then decorator":
+        registry.register("tpe", plugin_sampler)
+        assert registry.get("tpe") is plugin_sampler

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import textwrap
 from pathlib import Path
+from typing import Any
 
+import optuna
 import pytest
 from conftest import STOCK, load, optimize_args, run
+from stable_baselines3 import PPO
 
-pytestmark = pytest.mark.slow
+from zoo_ext.spaces._probe import InvalidSearchSpaceError, probe_space
 
 SPACES = textwrap.dedent(
     '''
@@ -61,6 +65,7 @@ def _env(site: Path) -> dict[str, str]:
     return {"PYTHONPATH": str(site)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("how", "extra", "params"),
     [
@@ -80,6 +85,7 @@ def test_user_space_is_the_one_sampled(
     assert all(t.user_attrs["search_space"] == name for t in study.trials)
 
 
+@pytest.mark.slow
 def test_list_shows_entry_point_and_registered_spaces(workdir: Path, user_site: Path) -> None:
     out = run(["python", "-m", "zoo_ext", "list", "--algo", "ppo"], workdir, env=_env(user_site)).stdout
     assert "gamma-ep [ppo]" in out and "entry point myspaces:gamma_only (myspaces-plugin)" in out
@@ -87,6 +93,7 @@ def test_list_shows_entry_point_and_registered_spaces(workdir: Path, user_site: 
     assert "zoo [ppo]" in out and "tpe" in out and "wilcoxon" in out
 
 
+@pytest.mark.slow
 def test_space_with_unknown_key_fails_before_training(workdir: Path, user_site: Path) -> None:
     args = optimize_args("ppo", "CartPole-v1", n=128, trials=1)
     proc = run([*STOCK, *args, "--search-space", "myspaces:bad_key"], workdir, env=_env(user_site), check=False)
@@ -95,10 +102,83 @@ def test_space_with_unknown_key_fails_before_training(workdir: Path, user_site: 
     assert not (workdir / "study.log").exists()
 
 
+@pytest.mark.slow
 def test_diverging_trial_is_recorded_not_fatal(workdir: Path, user_site: Path) -> None:
     args = [*optimize_args("ppo", "CartPole-v1", n=128, trials=2), "--sampler", "random", "--pruner", "none"]
     run([*STOCK, *args, "--search-space", "myspaces:nan_first", "-params", "n_envs:1"], workdir, env=_env(user_site))
-    first, second = load(workdir).trials
+    first, *rest = load(workdir).trials
     assert first.state.name == "FAIL"
     assert first.user_attrs["fail_reason"].startswith(("training failed", "diverged"))
-    assert second.state.name == "COMPLETE"
+    assert rest and all(t.state.name == "COMPLETE" for t in rest)
+
+
+# --- the probe: some failing samples are a warning, all failing samples an error -------------------------
+
+
+def _space(fail: Any) -> Any:
+    """Return a space raising ``fail(trial)`` (an exception, or None for a good sample)."""
+
+    def space(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
+        lr = trial.suggest_float("lr", 1e-4, 1e-3, log=True)
+        error = fail(trial)
+        if error is not None:
+            raise error
+        return {"learning_rate": lr}
+
+    return space
+
+
+def _probe(space: Any) -> Any:
+    return probe_space(space, "x", PPO, 2, 1, {})
+
+
+def test_probe_warns_when_some_samples_raise(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="zoo_ext.spaces._probe")
+    info = _probe(_space(lambda t: ValueError(f"bad sample {t.number}") if t.number in (2, 5, 9) else None))
+    assert info.describe() == "1 parameter (0 categorical, unconditional)"
+    assert [r.getMessage() for r in caplog.records] == [
+        "search space 'x' raised on 3 of 16 probe samples (19%); first error: ValueError: bad sample 2"
+    ]
+
+
+def test_probe_counts_trial_pruned_as_rejected_not_as_error(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="zoo_ext.spaces._probe")
+    _probe(_space(lambda t: optuna.TrialPruned("invalid combination") if t.number % 2 else None))
+    assert not caplog.records
+    with pytest.raises(InvalidSearchSpaceError, match=r"rejected every probe sample \(16 of 16 raised optuna"):
+        _probe(_space(lambda t: optuna.TrialPruned()))
+
+
+def test_probe_fails_when_every_sample_raises() -> None:
+    with pytest.raises(InvalidSearchSpaceError) as info:
+        _probe(_space(lambda t: optuna.TrialPruned() if t.number < 4 else KeyError("k")))
+    assert str(info.value) == (
+        "search space 'x' raised on every probe sample (12 of 16; 4 rejected); first error: KeyError: 'k'"
+    )
+
+
+def test_probe_still_fails_on_one_bad_key_or_a_non_dict() -> None:
+    def bad_key_once(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict) -> dict:
+        return {"learning_rate": 1e-3, **({"not_a_ppo_kwarg": 1} if trial.number == 7 else {})}
+
+    with pytest.raises(InvalidSearchSpaceError, match="'not_a_ppo_kwarg', which PPO does not accept"):
+        _probe(bad_key_once)
+    with pytest.raises(InvalidSearchSpaceError, match="must return a dict of keyword arguments, got list"):
+        _probe(lambda trial, n_actions, n_envs, additional_args: [])
+
+
+ACTIVATION_SPACE = """\
+algos: [ppo]
+params:
+  learning_rate: {type: float, low: 0.0001, high: 0.001, log: true}
+  activation_fn: {type: categorical, choices: [tanh, relu], to: policy_kwargs.activation_fn}
+"""
+
+
+@pytest.mark.slow
+def test_yaml_choice_the_constructor_cannot_use_exits_before_training(workdir: Path) -> None:
+    (workdir / "acts.yml").write_text(ACTIVATION_SPACE)
+    proc = run([*STOCK, *optimize_args("ppo", "CartPole-v1"), "--search-space", "acts.yml"], workdir, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "choice 'tanh' of 'activation_fn' cannot be used to build the model" in proc.stderr
+    assert not (workdir / "study.log").exists()  # stopped before the study was created

@@ -1,10 +1,12 @@
 """The per-trial ``hyperparams`` record: constructor kwargs as JSON, and back to rl_zoo3 YAML form.
 
 ``encode`` turns the kwargs given to the algorithm into JSON: classes and functions become
-``module:Name`` strings, rl_zoo3 linear schedules ``"lin_<initial value>"``, constant schedules
-their value, action noise ``{"noise_type": ..., "noise_std": ...}``. ``to_zoo`` turns such a
-record into the form of an rl_zoo3 hyperparams YAML entry, which the zoo's own preprocessing
-turns back into the same kwargs; ``--trial-id`` and ``export`` both go through it.
+``module:Name`` strings (only when the string imports back to the very object: a closure, a
+lambda or a method is a :class:`RecordError` naming the key), rl_zoo3 linear schedules
+``"lin_<initial value>"``, constant schedules their value, action noise
+``{"noise_type": ..., "noise_std": ...}``. ``to_zoo`` turns such a record into the form of an
+rl_zoo3 hyperparams YAML entry, which the zoo's own preprocessing turns back into the same kwargs;
+``--trial-id`` and ``export`` both go through it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from zoo_ext.registry import DottedPathError, import_dotted
 
 if TYPE_CHECKING:
     import optuna
@@ -35,7 +39,7 @@ class RecordError(ValueError):
 
 def _dotted(obj: Any) -> str:
     """Return ``module:QualName`` for a class or function, preferring the shortest public module."""
-    module, qualname = obj.__module__, obj.__qualname__
+    module, qualname = getattr(obj, "__module__", None) or "", obj.__qualname__
     parts = module.split(".")
     for i in range(1, len(parts)):
         candidate = ".".join(parts[:i])
@@ -61,14 +65,24 @@ def _schedule(value: Any) -> Any:
 
 
 def encode(value: Any) -> Any:
-    """Return ``value`` (constructor kwargs) as JSON-serialisable data; see the module doc."""
+    """Return ``value`` (constructor kwargs) as JSON-serialisable data; see the module doc.
+
+    Raises :class:`RecordError`, naming the key, for a value that would not come back the same,
+    e.g. a closure, a lambda or a method: a recorded ``module:QualName`` must import back to the
+    very object.
+    """
+    return _encode(value, "")
+
+
+def _encode(value: Any, key: str) -> Any:
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
-        for key, item in value.items():
-            if key == "action_noise" and item is not None:
+        for name, item in value.items():
+            path = f"{key}.{name}" if key else str(name)
+            if name == "action_noise" and item is not None:
                 out.update(_encode_noise(item))
             else:
-                out[str(key)] = encode(item)
+                out[str(name)] = _encode(item, path)
         return out
     if value is None or isinstance(value, (bool, str)):
         return value
@@ -77,13 +91,29 @@ def encode(value: Any) -> Any:
     if isinstance(value, (float, np.floating)):
         return float(value)
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [encode(item) for item in value]
+        return [_encode(item, f"{key}[{i}]") for i, item in enumerate(value)]
     if isinstance(value, type) or (callable(value) and hasattr(value, "__qualname__")):
-        return _dotted(value)
+        return _importable(value, key)
     schedule = _schedule(value)
     if schedule is not None:
         return schedule
-    raise RecordError(f"cannot record {value!r} ({type(value).__name__}) as JSON")
+    raise RecordError(f"cannot record {key or 'value'}={value!r}: a {type(value).__name__} has no JSON form")
+
+
+def _importable(obj: Any, key: str) -> str:
+    """Return ``module:QualName`` of ``obj`` if it imports back to ``obj`` itself."""
+    path = _dotted(obj)
+    try:
+        same = import_dotted(path) is obj
+    except DottedPathError:
+        same = False
+    if not same:
+        kind = "a closure or local function" if "<locals>" in path or "<lambda>" in path else "not importable"
+        raise RecordError(
+            f"cannot record {key or 'value'}={obj!r}: it is {kind}, {path!r} does not import back to it"
+            " (define it at module level, or use a schedule such as rl_zoo3.utils:linear_schedule)"
+        )
+    return path
 
 
 def _encode_noise(noise: Any) -> dict[str, Any]:

@@ -4,6 +4,11 @@ A name resolves, in order, to: something registered from Python, an installed en
 the registry's group, or a dotted path ``package.module:attribute`` (``package.module.attribute``
 also works). Unknown names raise :class:`UnknownNameError`, which lists the valid choices and the
 closest match.
+
+A plug-in (a Python registration or an entry point) registering a name a built-in already has
+replaces the built-in, with a logged warning, whatever happens first: the registration, or the
+built-ins' lazy loading on first use. Between plug-ins, a Python registration wins over an entry
+point, and a later Python registration over an earlier one.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import difflib
 import importlib
 import importlib.metadata
 import inspect
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -24,10 +30,13 @@ __all__ = [
     "FactoryError",
     "UnknownNameError",
     "build",
+    "check_kwargs",
     "import_dotted",
 ]
 
 T = TypeVar("T")
+
+_logger = logging.getLogger(__name__)
 
 ANY_ALGO = "*"
 
@@ -81,6 +90,33 @@ def build(factory: Callable[..., T], name: str, context: dict[str, Any], kwargs:
         ) from exc
 
 
+def check_kwargs(name: str, target: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """Raise :class:`FactoryError` for keys of ``kwargs`` that ``target`` does not take, listing those it takes.
+
+    ``target`` is what finally receives the user's keyword arguments (for a factory wrapping an
+    Optuna class, the class). A target with ``**kwargs`` or no readable signature takes any key.
+    """
+    try:
+        params = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    accepted = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if not unknown:
+        return
+    hints = "".join(
+        f" Did you mean {close[0]!r} for {key!r}?"
+        for key in unknown
+        if (close := difflib.get_close_matches(key, accepted, n=1))
+    )
+    raise FactoryError(
+        f"{name!r} cannot be built with {unknown}: {getattr(target, '__qualname__', target)} takes no keyword "
+        f"argument {', '.join(map(repr, unknown))}.{hints} It accepts: {', '.join(accepted) or 'nothing'}"
+    )
+
+
 def import_dotted(path: str) -> Any:
     """Return the object named by ``package.module:attr`` (or ``package.module.attr``).
 
@@ -120,6 +156,8 @@ class Entry(Generic[T]):
     source: str
     description: str
     algos: frozenset[str] = frozenset({ANY_ALGO})
+    #: Registered by the registry's ``builtins`` function (a plug-in of the same name replaces it).
+    builtin: bool = False
 
     def serves(self, algo: str | None) -> bool:
         return algo is None or ANY_ALGO in self.algos or algo in self.algos
@@ -154,6 +192,7 @@ class Registry(Generic[T]):
         self._entries: dict[tuple[str, str], Entry[T]] = {}
         self._lock = threading.RLock()
         self._loaded = False
+        self._loading_builtins = False
 
     def register(
         self,
@@ -170,9 +209,48 @@ class Registry(Generic[T]):
         algo_set = frozenset(algos) if algos else frozenset({ANY_ALGO})
         entry = Entry(name, obj, source, description or first_doc_line(obj), algo_set)
         with self._lock:
-            for algo in algo_set:
-                self._entries[(algo, name)] = entry
+            if self._loading_builtins:
+                self._add_builtin(entry)
+            else:
+                self._add_plugin(entry, replace=True)
         return obj
+
+    def _same_name(self, entry: Entry[T], *, builtin: bool) -> list[tuple[str, str]]:
+        """Return the keys of built-in (or plug-in) entries named like ``entry`` serving one of its algos."""
+        return [
+            key
+            for key, other in self._entries.items()
+            if key[1] == entry.name and other.builtin == builtin and _overlap(entry.algos, other.algos)
+        ]
+
+    def _warn_override(self, plugin: Entry[T], algos: frozenset[str]) -> None:
+        where = "every algorithm" if ANY_ALGO in algos else ", ".join(sorted(algos))
+        _logger.warning(
+            "%s %r from %s replaces the built-in %s of that name (for %s)",
+            self.kind, plugin.name, plugin.source, self.kind, where,
+        )  # fmt: skip
+
+    def _add_plugin(self, entry: Entry[T], *, replace: bool) -> None:
+        """Add a plug-in's entry: it replaces built-ins of its name; ``replace``: other plug-ins too."""
+        builtins = self._same_name(entry, builtin=True)
+        if builtins:
+            self._warn_override(entry, entry.algos)
+            for key in builtins:
+                if ANY_ALGO in entry.algos or key[0] in entry.algos:
+                    del self._entries[key]
+        for algo in entry.algos:
+            if replace or (algo, entry.name) not in self._entries:
+                self._entries[(algo, entry.name)] = entry
+
+    def _add_builtin(self, entry: Entry[T]) -> None:
+        """Add a built-in entry for the algos no plug-in of its name serves yet."""
+        plugins = [self._entries[key] for key in self._same_name(entry, builtin=False)]
+        if plugins:
+            self._warn_override(plugins[0], plugins[0].algos)
+        builtin = Entry(entry.name, entry.obj, entry.source, entry.description, entry.algos, builtin=True)
+        for algo in entry.algos:
+            if not any(algo in plugin.algos or ANY_ALGO in plugin.algos for plugin in plugins):
+                self._entries[(algo, entry.name)] = builtin
 
     def _ensure_loaded(self) -> None:
         with self._lock:
@@ -180,7 +258,11 @@ class Registry(Generic[T]):
                 return
             self._loaded = True
             if self._builtins is not None:
-                self._builtins(self)
+                self._loading_builtins = True
+                try:
+                    self._builtins(self)
+                finally:
+                    self._loading_builtins = False
             for ep in importlib.metadata.entry_points(group=self.group):
                 algo, _, name = ep.name.rpartition(".")
                 self._register_entry_point(ep, name, algo or ANY_ALGO)
@@ -188,10 +270,8 @@ class Registry(Generic[T]):
     def _register_entry_point(self, ep: importlib.metadata.EntryPoint, name: str, algo: str) -> None:
         dist = ep.dist.name if ep.dist is not None else "?"
         lazy = _LazyEntryPoint(ep)
-        self._entries.setdefault(
-            (algo, name),
-            Entry(name, lazy, f"entry point {ep.value} ({dist})", "", frozenset({algo})),  # type: ignore[arg-type]
-        )
+        entry = Entry(name, lazy, f"entry point {ep.value} ({dist})", "", frozenset({algo}))
+        self._add_plugin(entry, replace=False)  # type: ignore[arg-type]
 
     def entries(self, algo: str | None = None) -> list[Entry[T]]:
         """Return every entry serving ``algo`` (all entries when None), sorted by name."""
@@ -209,7 +289,7 @@ class Registry(Generic[T]):
                 description = first_doc_line(entry.obj.load())
             except Exception as exc:  # noqa: BLE001 - a broken plug-in must not break listing
                 description = f"(fails to load: {exc})"
-            return Entry(entry.name, entry.obj, entry.source, description, entry.algos)
+            return Entry(entry.name, entry.obj, entry.source, description, entry.algos, entry.builtin)
         return entry
 
     def names(self, algo: str | None = None) -> list[str]:
@@ -240,6 +320,11 @@ class Registry(Generic[T]):
     def check(self, name: str, algo: str | None = None) -> None:
         """Raise like :meth:`get` if ``name`` does not resolve; load nothing heavy otherwise."""
         self.get(name, algo)
+
+
+def _overlap(a: frozenset[str], b: frozenset[str]) -> bool:
+    """Return True when two algorithm sets share an algorithm (``*`` shares every one)."""
+    return ANY_ALGO in a or ANY_ALGO in b or bool(a & b)
 
 
 class _LazyEntryPoint:

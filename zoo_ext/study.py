@@ -37,10 +37,10 @@ from zoo_ext.objectives import aggregate, resolve_objectives
 from zoo_ext.pruners import create_pruner
 from zoo_ext.registry import DottedPathError, FactoryError, UnknownNameError
 from zoo_ext.samplers import HubError, create_sampler
-from zoo_ext.spaces import SEARCH_SPACES
-from zoo_ext.spaces._probe import InvalidSearchSpaceError, probe_space
+from zoo_ext.spaces import SEARCH_SPACES, SearchSpace
+from zoo_ext.spaces._probe import InvalidSearchSpaceError, SpaceInfo, probe_space
 from zoo_ext.spaces._warm import warm_start
-from zoo_ext.trial import Objective, TrialFailed, train_run
+from zoo_ext.trial import Objective, TrialFailed, merge_kwargs, train_run
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -165,9 +165,7 @@ def create_study(exp: ZooExperiment) -> tuple[optuna.Study, Objective]:
         objectives = resolve_objectives(opts.objectives)
         directions = [o.direction for o in objectives]
         space = SEARCH_SPACES.get(opts.search_space, exp.algo)
-        info = probe_space(
-            space, opts.search_space, exp.algo_class, exp.n_actions, exp.n_envs, exp.additional_args(), seed=exp.seed
-        )
+        info = _probe(exp, space, opts.search_space)
         make_sampler = functools.partial(
             create_sampler,
             opts.sampler,
@@ -258,6 +256,29 @@ def create_study(exp: ZooExperiment) -> tuple[optuna.Study, Objective]:
         objective_metric=opts.objective_metric,
     )
     return study, objective
+
+
+def _probe(exp: ZooExperiment, space: SearchSpace, space_name: str) -> SpaceInfo:
+    """Probe ``space`` before the study; a categorical string choice is tried by building the model once.
+
+    The environment is built only if the space has such a choice.
+    """
+    envs: list[Any] = []
+
+    def build(sampled: dict[str, Any]) -> None:
+        if not envs:
+            envs.append(exp.make_env(exp.n_envs))
+        exp.algo_class(env=envs[0], tensorboard_log=None, verbose=0, device="cpu",
+                       **merge_kwargs(exp.base_kwargs(), sampled))  # fmt: skip
+
+    try:
+        return probe_space(
+            space, space_name, exp.algo_class, exp.n_actions, exp.n_envs, exp.additional_args(), seed=exp.seed,
+            build=build,
+        )  # fmt: skip
+    finally:
+        for env in envs:
+            env.close()
 
 
 class StorageError(RuntimeError):

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from zoo_ext.spaces import SearchSpace
     from zoo_ext.zoo import ZooExperiment
 
-__all__ = ["Objective", "TrialEvalCallback", "TrialFailed", "step_offset", "train_run", "trial_seeds"]
+__all__ = ["Objective", "TrialEvalCallback", "TrialFailed", "merge_kwargs", "step_offset", "train_run", "trial_seeds"]
 
 _logger = logging.getLogger(__name__)
 #: This process, recorded on each trial so a resumed study can fail the trials of dead workers.
@@ -50,6 +50,20 @@ class TrialFailed(Exception):
 def n_params(model: BaseAlgorithm) -> int:
     """Return the number of trainable parameters of ``model``'s policy."""
     return sum(p.numel() for p in model.policy.parameters() if p.requires_grad)
+
+
+def merge_kwargs(base: dict[str, Any], sampled: dict[str, Any]) -> dict[str, Any]:
+    """Return the config's kwargs with a space's ``sampled`` kwargs on top.
+
+    A space's ``policy_kwargs`` (and ``replay_buffer_kwargs``) refine the config's, e.g. keep its
+    ``log_std_init``, rather than replace them.
+    """
+    kwargs = dict(base)
+    for key, value in sampled.items():
+        current = kwargs.get(key)
+        merge = key in MERGED_KWARGS and isinstance(value, dict) and isinstance(current, dict)
+        kwargs[key] = {**current, **value} if merge and isinstance(current, dict) else value
+    return kwargs
 
 
 def step_offset(done: Sequence[RunResult], n_evaluations: int) -> int:
@@ -249,12 +263,7 @@ class Objective:
             check_keys(sampled, exp.algo_class, self.space_name)
         except InvalidSearchSpaceError as exc:
             raise self._fail(trial, str(exc)) from exc
-        kwargs = exp.base_kwargs()
-        for key, value in sampled.items():
-            base = kwargs.get(key)
-            # A space's policy_kwargs refine the config's (e.g. keep its log_std_init) rather than replace them.
-            merge = key in MERGED_KWARGS and isinstance(value, dict) and isinstance(base, dict)
-            kwargs[key] = {**base, **value} if merge and isinstance(base, dict) else value
+        kwargs = merge_kwargs(exp.base_kwargs(), sampled)
         try:
             trial.set_user_attr(record.RECORD_ATTR, record.encode(kwargs))
         except record.RecordError as exc:

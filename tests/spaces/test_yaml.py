@@ -450,3 +450,144 @@ def test_user_attrs_are_set_on_the_trial(tmp_path: Path) -> None:
             assert "schedule_object" not in attrs
             assert "lr" not in trial.params
     assert seen_linear
+
+
+# --- YAML 1.2 booleans ------------------------------------------------------------------------------
+
+
+def test_yes_no_on_off_stay_strings(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """\
+        params:
+          mode: {type: categorical, choices: [yes, no, on, off], to: null}
+          switch: {type: categorical, choices: {on: 1, off: 0, yes: 2, no: 3}, to: null}
+          lr: {type: float, low: 0.0001, high: 0.001, to: learning_rate, when: {mode: [on, yes]}}
+          flags: {type: categorical, choices: [true, FALSE], to: null}
+        fixed:
+          policy_kwargs.a: on
+          policy_kwargs.b: [yes, no, off, y, n, Yes, OFF]
+          policy_kwargs.c: TRUE
+        """,
+        "switches.yml",
+    )
+    space = load_space_file(path)
+    study = _study(seed=2)
+    modes, switches = set(), set()
+    for _ in range(30):
+        trial = study.ask()
+        kwargs = space(trial, 1, 1, {})
+        modes.add(trial.params["mode"])
+        switches.add(trial.params["switch"])
+        assert trial.params["flags"] in (True, False)
+        assert ("learning_rate" in kwargs) == (trial.params["mode"] in ("on", "yes"))
+        assert kwargs["policy_kwargs"] == {"a": "on", "b": ["yes", "no", "off", "y", "n", "Yes", "OFF"], "c": True}
+        study.tell(trial, 0.0)
+    assert modes == {"yes", "no", "on", "off"}
+    assert switches == {"on", "off", "yes", "no"}
+    assert trial.distributions["mode"].choices == ("yes", "no", "on", "off")
+
+
+# --- expressions cannot escape ------------------------------------------------------------------------
+
+ESCAPES: dict[str, tuple[str, str]] = {
+    "subclasses": ("().__class__.__bases__[0].__subclasses__()", "attribute '__subclasses__'"),
+    "lambda-globals": ("(lambda: 0).__globals__", "attribute '__globals__'"),
+    "lambda-call": ("(lambda: 0)()", "Lambda syntax"),
+    "comprehension": ("[c for c in ().__class__.__mro__]", "attribute '__mro__'"),
+    "generator-frame": ("(c for c in [1]).gi_frame.f_globals", "attribute 'f_globals'"),
+    "dunder-target": ("[1 for __builtins__ in [1]]", "name '__builtins__'"),
+    "walrus": ("(x := 1)", "NamedExpr syntax"),
+    "f-string": ("f'{n_envs}'", "JoinedStr syntax"),
+    "str-format": ("'{0.__class__}'.format(n_envs)", "attribute 'format'"),
+    "plain-attribute": ("n_envs.real", "attribute 'real'"),
+    "getattr": ("getattr(n_envs, 'real')", "unknown name 'getattr'"),
+    "import": ("__import__('os')", "name '__import__'"),
+    "builtins": ("__builtins__", "name '__builtins__'"),
+}
+
+
+@pytest.mark.parametrize(("source", "reason"), ESCAPES.values(), ids=ESCAPES.keys())
+@pytest.mark.parametrize("section", ["derived", "user_attrs"])
+def test_expression_escapes_fail_at_load(tmp_path: Path, section: str, source: str, reason: str) -> None:
+    key = "policy_kwargs.extra" if section == "derived" else "extra"
+    path = _write(tmp_path, f"{section}:\n  {key}:\n    value: |-\n      {source}\n")
+    with pytest.raises(SpaceFileError) as info:
+        load_space_file(path)
+    assert str(info.value).startswith(f"{path}: {key}: ")
+    assert repr(source) in info.value.reason
+    assert reason in info.value.reason
+    if "unknown name" not in reason:
+        assert "(allowed: arithmetic," in info.value.reason
+        assert "attributes get, items, keys, values" in info.value.reason
+
+
+def test_allowed_expressions_still_evaluate(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """\
+        params:
+          width: {type: int, low: 4, high: 4, transform: pow2, to: null}
+        derived:
+          policy_kwargs.net_arch: "dict(pi=[width] * 2, vf=[max(width, *[8, 4])])"
+          n_epochs: "{'a': 3}['a'] if not width < 0 and n_envs in (1, 2) else -1"
+        user_attrs:
+          tag: "additional_args.get('tag', 'none')"
+          n_keys: "len(list(additional_args.keys())) + len(additional_args.items())"
+        """,
+        "ok.yml",
+    )
+    trial = _study().ask()
+    kwargs = load_space_file(path)(trial, 1, 2, {"tag": "t"})
+    assert kwargs == {"policy_kwargs": {"net_arch": {"pi": [16, 16], "vf": [16]}}, "n_epochs": 3}
+    assert trial.user_attrs == {"tag": "t", "n_keys": 2}
+
+
+# --- the probe builds the model once per string choice ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cartpole_build() -> Any:
+    """A ``build`` for probe_space: PPO on one CartPole env, as study.py passes it; records its kwargs."""
+    from stable_baselines3.common.env_util import make_vec_env
+
+    env = make_vec_env("CartPole-v1", n_envs=1)
+    built: list[dict[str, Any]] = []
+
+    def build(kwargs: dict[str, Any]) -> None:
+        sb3.PPO("MlpPolicy", env, n_steps=64, batch_size=32, device="cpu", **kwargs)
+        built.append(kwargs)
+
+    build.built = built  # type: ignore[attr-defined]
+    yield build
+    env.close()
+
+
+ACTIVATION = """\
+params:
+  learning_rate: {type: float, low: 1.0e-4, high: 1.0e-3, log: true}
+  selector: {type: categorical, choices: [a, b], to: null}
+  activation_fn: {type: categorical, choices: CHOICES, to: policy_kwargs.activation_fn, when: {selector: b}}
+"""
+
+
+def test_probe_rejects_a_string_choice_the_constructor_cannot_use(tmp_path: Path, cartpole_build: Any) -> None:
+    space = load_space_file(_write(tmp_path, ACTIVATION.replace("CHOICES", "[tanh, relu]")), algo_class=sb3.PPO)
+    with pytest.raises(InvalidSearchSpaceError) as info:
+        probe_space(space, "acts", sb3.PPO, 2, 1, {}, build=cartpole_build)
+    assert str(info.value) == (
+        "search space 'acts': choice 'tanh' of 'activation_fn' cannot be used to build the model:"
+        " TypeError: 'str' object is not callable"
+    )
+    probe_space(space, "acts", sb3.PPO, 2, 1, {})  # without build, only the keys are checked
+
+
+def test_probe_builds_every_string_choice_once(tmp_path: Path, cartpole_build: Any) -> None:
+    text = ACTIVATION.replace("CHOICES", '{tanh: "torch.nn:Tanh", relu: "torch.nn:ReLU"}')
+    space = load_space_file(_write(tmp_path, text), algo_class=sb3.PPO)
+    cartpole_build.built.clear()
+    info = probe_space(space, "acts", sb3.PPO, 2, 1, {}, build=cartpole_build)
+    assert info.describe() == "3 parameters (2 categorical, conditional)"
+    activations = [kw.get("policy_kwargs", {}).get("activation_fn") for kw in cartpole_build.built]
+    assert len(cartpole_build.built) == 4  # selector a, b; activation tanh, relu
+    assert {torch.nn.Tanh, torch.nn.ReLU} <= set(activations)

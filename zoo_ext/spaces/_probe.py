@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
 
 if TYPE_CHECKING:
     from zoo_ext.spaces import SearchSpace
 
 __all__ = ["InvalidSearchSpaceError", "SpaceInfo", "accepted_kwargs", "check_keys", "probe_space"]
+
+
+_logger = logging.getLogger(__name__)
+
+#: Probe samples each categorical string choice is built on before it counts as unusable.
+BUILD_ATTEMPTS = 3
 
 
 class InvalidSearchSpaceError(ValueError):
@@ -47,6 +55,8 @@ class SpaceInfo:
 
     distributions: dict[str, optuna.distributions.BaseDistribution] = field(default_factory=dict)
     conditional: bool = False
+    #: The parameters some samples lacked (their branch was not taken), sorted.
+    conditional_params: tuple[str, ...] = ()
 
     @property
     def categorical(self) -> bool:
@@ -55,7 +65,8 @@ class SpaceInfo:
     def describe(self) -> str:
         kinds = "conditional" if self.conditional else "unconditional"
         n_cat = sum(isinstance(d, CategoricalDistribution) for d in self.distributions.values())
-        return f"{len(self.distributions)} parameters ({n_cat} categorical, {kinds})"
+        n = len(self.distributions)
+        return f"{n} parameter{'' if n == 1 else 's'} ({n_cat} categorical, {kinds})"
 
 
 def probe_space(
@@ -68,33 +79,140 @@ def probe_space(
     *,
     n_samples: int = 16,
     seed: int = 0,
+    build: Callable[[dict[str, Any]], object] | None = None,
 ) -> SpaceInfo:
     """Sample ``space`` ``n_samples`` times in memory and return what it holds.
 
-    Fails with :class:`InvalidSearchSpaceError` if the space raises or returns a key the
-    algorithm does not accept, so a broken space stops the study before any training.
+    Fails with :class:`InvalidSearchSpaceError` when the space raises (or raises
+    ``optuna.TrialPruned``, a rejected sample) on every sample, returns something other than a
+    dict, or returns a key the algorithm does not accept, so a broken space stops the study
+    before any training. A space failing on some samples only is logged as a warning.
+
+    ``build(kwargs)``, if given, constructs the model from a sample's kwargs (e.g.
+    ``algo_class(env=env, **config_kwargs, **kwargs)``): it is called once per string choice of
+    each categorical parameter, so a choice the constructor cannot use (such as the string
+    ``"tanh"`` for ``policy_kwargs.activation_fn``) stops the study too.
     """
     info = SpaceInfo()
-    seen: list[frozenset[str]] = []
+    samples: list[dict[str, Any]] = []
     verbosity = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+        n_rejected, errors = 0, []
+        for _ in range(n_samples):
+            trial = study.ask()
+            try:
+                kwargs = space(trial, n_actions, n_envs, dict(additional_args))
+            except optuna.TrialPruned:
+                n_rejected += 1
+                study.tell(trial, state=TrialState.PRUNED)
+                continue
+            except Exception as exc:  # noqa: BLE001 - any error of user code is reported, with its type
+                errors.append(exc)
+                study.tell(trial, state=TrialState.FAIL)
+                continue
+            if not isinstance(kwargs, dict):
+                raise InvalidSearchSpaceError(
+                    f"search space {space_name!r} must return a dict of keyword arguments, got {type(kwargs).__name__}"
+                )
+            check_keys(kwargs, algo_class, space_name)
+            info.distributions.update(trial.distributions)
+            samples.append(dict(trial.params))
+            study.tell(trial, 0.0)
+        _check_failures(space_name, n_samples, n_rejected, errors)
+        if build is not None:
+            args = (n_actions, n_envs, additional_args)
+            _build_choices(space, space_name, study, info.distributions, samples, build, args)
     finally:
         optuna.logging.set_verbosity(verbosity)
-    for _ in range(n_samples):
-        trial = study.ask()
-        try:
-            kwargs = space(trial, n_actions, n_envs, dict(additional_args))
-        except Exception as exc:
-            raise InvalidSearchSpaceError(f"search space {space_name!r} raised {type(exc).__name__}: {exc}") from exc
-        if not isinstance(kwargs, dict):
-            raise InvalidSearchSpaceError(
-                f"search space {space_name!r} must return a dict of keyword arguments, got {type(kwargs).__name__}"
-            )
-        check_keys(kwargs, algo_class, space_name)
-        info.distributions.update(trial.distributions)
-        seen.append(frozenset(trial.params))
-        study.tell(trial, 0.0)
-    info.conditional = len(set(seen)) > 1
+    info.conditional = len({frozenset(params) for params in samples}) > 1
+    if samples:
+        info.conditional_params = tuple(sorted(set().union(*samples) - set(samples[0]).intersection(*samples)))
     return info
+
+
+def _describe_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _check_failures(space_name: str, n_samples: int, n_rejected: int, errors: list[Exception]) -> None:
+    """Raise if no probe sample worked; log a warning if some raised."""
+    if n_rejected + len(errors) == n_samples:
+        if errors:
+            detail = f"raised on every probe sample ({len(errors)} of {n_samples}; {n_rejected} rejected)"
+            raise InvalidSearchSpaceError(
+                f"search space {space_name!r} {detail}; first error: {_describe_error(errors[0])}"
+            ) from errors[0]
+        raise InvalidSearchSpaceError(
+            f"search space {space_name!r} rejected every probe sample ({n_samples} of {n_samples}"
+            " raised optuna.TrialPruned): no trial could ever train"
+        )
+    if errors:
+        _logger.warning(
+            "search space %r raised on %d of %d probe samples (%.0f%%); first error: %s",
+            space_name,
+            len(errors),
+            n_samples,
+            100 * len(errors) / n_samples,
+            _describe_error(errors[0]),
+        )
+    if n_rejected:
+        _logger.info("search space %r rejected %d of %d probe samples", space_name, n_rejected, n_samples)
+
+
+def _build_choices(
+    space: SearchSpace,
+    space_name: str,
+    study: optuna.Study,
+    distributions: dict[str, optuna.distributions.BaseDistribution],
+    samples: list[dict[str, Any]],
+    build: Callable[[dict[str, Any]], object],
+    args: tuple[int, int, dict[str, Any]],
+) -> None:
+    """Build the model once per string choice of each categorical parameter; raise for an unusable one.
+
+    Each choice is tried on up to :data:`BUILD_ATTEMPTS` probe samples where its parameter was
+    active (the choice put in its place), so it is rejected only when it fails on all of them.
+    Parameters active in fewer samples (conditional ones) go first, so that a bad choice is
+    blamed on itself rather than on the selector that activates it.
+    """
+    n_actions, n_envs, additional_args = args
+    order = list(distributions)
+    choices = {
+        name: [c for c in dist.choices if isinstance(c, str)]
+        for name, dist in sorted(
+            distributions.items(),
+            key=lambda item: (sum(item[0] in params for params in samples), -order.index(item[0])),
+        )
+        if isinstance(dist, CategoricalDistribution)
+    }
+    for name, values in choices.items():
+        bases = [params for params in samples if name in params][:BUILD_ATTEMPTS]
+        for value in values:
+            first_error: Exception | None = None
+            for base in bases:
+                study.enqueue_trial({**base, name: value}, skip_if_exists=False)
+                trial = study.ask()
+                try:
+                    kwargs = space(trial, n_actions, n_envs, dict(additional_args))
+                except Exception:  # noqa: BLE001 - sampling errors were reported above; this checks the build
+                    study.tell(trial, state=TrialState.FAIL)
+                    continue
+                if trial.params.get(name) != value:
+                    study.tell(trial, state=TrialState.FAIL)
+                    continue
+                try:
+                    build(kwargs)
+                except Exception as exc:  # noqa: BLE001 - whatever the constructor raises
+                    first_error = first_error or exc
+                    study.tell(trial, state=TrialState.FAIL)
+                    continue
+                study.tell(trial, 0.0)
+                first_error = None
+                break
+            if first_error is not None:
+                raise InvalidSearchSpaceError(
+                    f"search space {space_name!r}: choice {value!r} of {name!r} cannot be used to build"
+                    f" the model: {_describe_error(first_error)}"
+                ) from first_error

@@ -60,12 +60,19 @@ Expressions are evaluated with ``eval`` in a namespace holding every param by ke
 value (after mapping and transform, so ``n_steps_pow`` above holds ``2 ** x``; None when
 inactive), earlier ``derived`` values whose destination is a plain name, ``n_envs``,
 ``n_actions``, ``additional_args``, and ``min max round int float abs bool len sum dict list tuple
-range str log exp sqrt linear pow2``; nothing else, no other builtins. Unknown names and syntax
-errors are load errors.
+range str log exp sqrt linear pow2``; nothing else, no other builtins. The syntax is checked
+when the file loads against an allow-list: literals (numbers, strings, lists, tuples, dicts,
+sets), arithmetic, comparisons, ``and``/``or``/``not``, ``x if c else y``, subscripts and slices,
+comprehensions, calls, and the attributes ``get keys values items`` (for
+``additional_args.get('x')``) only. Any other attribute (``().__class__``), a name starting with
+``__``, ``lambda``, ``:=`` and f-strings are load errors, as are unknown names (``getattr``,
+``__import__``) and syntax errors.
 
 Per trial: params in file order, then ``fixed``, then ``derived`` in file order, then
-``user_attrs``. Unlike PyYAML's default, ``1e-5`` reads as a float, and a key repeated in one
-mapping is an error.
+``user_attrs``. Unlike PyYAML's default, the file reads as YAML 1.2 does for these: ``1e-5`` is
+a float, and only ``true``/``false`` (``True``, ``TRUE``, ...) are booleans, so ``yes``, ``no``,
+``on``, ``off``, ``y`` and ``n`` are strings (``choices: [off, on]`` gives two string choices).
+A key repeated in one mapping is an error.
 """
 
 from __future__ import annotations
@@ -162,6 +169,18 @@ _FUNCTIONS: dict[str, Any] = {
     "pow2": _pow2,
 }
 _CONTEXT = ("n_envs", "n_actions", "additional_args")
+#: The only attributes an expression may read (mapping methods, e.g. ``additional_args.get('x')``).
+_ATTRIBUTES = frozenset({"get", "keys", "values", "items"})
+#: The only syntax an expression may use: no lambda, walrus, f-string or ``await``.
+_NODES: tuple[type[ast.AST], ...] = (
+    ast.Expression, ast.Constant, ast.Name, ast.Load, ast.Store, ast.Attribute, ast.Subscript, ast.Slice,
+    ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.comprehension,
+    ast.Tuple, ast.List, ast.Dict, ast.Set, ast.Starred, ast.Call, ast.keyword,
+    ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd,
+    ast.BinOp, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow,
+    ast.Compare, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn, ast.Is, ast.IsNot,
+    ast.IfExp,
+)  # fmt: skip
 _RESERVED_NAMES = frozenset(_FUNCTIONS) | frozenset(_CONTEXT)
 
 _TRANSFORM_FUNCTIONS: dict[str, Callable[[Any], Any]] = {
@@ -169,6 +188,25 @@ _TRANSFORM_FUNCTIONS: dict[str, Callable[[Any], Any]] = {
     "pow2": _pow2,
     "linear": _linear,
 }
+
+
+_ALLOWED = (
+    f" (allowed: arithmetic, comparisons, and/or/not, if-else, literals, subscripts, comprehensions, calls of"
+    f" {', '.join(_FUNCTIONS)}, and attributes {', '.join(sorted(_ATTRIBUTES))})"
+)
+
+
+def _refused(node: ast.AST) -> str | None:
+    """Return what ``node`` does that an expression may not do, or None if it is allowed."""
+    if not isinstance(node, _NODES):
+        return f"{type(node).__name__} syntax"
+    if isinstance(node, ast.Attribute) and node.attr not in _ATTRIBUTES:
+        return f"attribute {node.attr!r}"
+    if isinstance(node, ast.Name) and node.id.startswith("__"):
+        return f"name {node.id!r}"
+    if isinstance(node, ast.comprehension) and node.is_async:
+        return "async for"
+    return None
 
 
 # --- YAML reading ----------------------------------------------------------------------------------
@@ -196,6 +234,14 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# YAML 1.2 booleans only: yes/no/on/off/y/n stay strings (PyYAML follows YAML 1.1 there).
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
     re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
@@ -644,11 +690,12 @@ class _Parser:
             tree = ast.parse(source.strip(), mode="eval")
         except SyntaxError as exc:
             raise self.fail(key, f"expression {source!r} does not compile: {exc.msg}") from exc
-        bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
-        bound |= {a.arg for n in ast.walk(tree) if isinstance(n, ast.Lambda) for a in ast.walk(n.args)
-                  if isinstance(a, ast.arg)}  # fmt: skip
+        bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
         known = set(self.params) | set(self.derived_aliases) | _RESERVED_NAMES | bound
         for node in ast.walk(tree):
+            refused = _refused(node)
+            if refused:
+                raise self.fail(key, f"expression {source!r} uses {refused}, which expressions may not use{_ALLOWED}")
             if isinstance(node, ast.Name) and node.id not in known:
                 names = ", ".join([*self.params, *self.derived_aliases, *_CONTEXT])
                 raise self.fail(key, f"unknown name {node.id!r} in expression {source!r} (known: {names})")
