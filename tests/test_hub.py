@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from conftest import STOCK, load, optimize_args, run
 
-pytestmark = pytest.mark.slow
+from zoo_ext.samplers import HubError, check_sampler_name
 
 PACKAGE = '''
 from optuna.samplers import RandomSampler
@@ -29,6 +29,7 @@ def _package(root: Path, name: str, cls: str) -> None:
     (folder / "LICENSE").write_text("MIT\n")
 
 
+@pytest.mark.slow
 def test_hub_sampler_from_local_registry(workdir: Path) -> None:
     registry = workdir / "registry"
     _package(registry, "my_sampler", "HubRandomSampler")
@@ -39,6 +40,7 @@ def test_hub_sampler_from_local_registry(workdir: Path) -> None:
     assert len(load(workdir).trials) == 2
 
 
+@pytest.mark.slow
 def test_auto_uses_cached_hub_package_without_network(workdir: Path) -> None:
     cache = workdir / "optunahub-cache" / "github.com" / "optuna" / "optunahub-registry" / "main" / "package"
     _package(cache, "auto_sampler", "AutoSampler")
@@ -46,3 +48,10 @@ def test_auto_uses_cached_hub_package_without_network(workdir: Path) -> None:
     proc = run([*STOCK, *args, "-params", "n_envs:1"], workdir, env={"ZOO_EXT_HUB_OFFLINE": "1"})
     assert "auto: using OptunaHub AutoSampler from" in proc.stderr
     assert "Sampler: AutoSampler" in proc.stdout
+
+
+@pytest.mark.parametrize("spec", ["hub:", "hub:samplers/", "hub:/auto_sampler", "hub::AutoSampler"])
+def test_hub_spec_without_a_package_is_refused(spec: str) -> None:
+    with pytest.raises(HubError, match=f"--sampler '{spec}' names no OptunaHub package"):
+        check_sampler_name(spec)
+    check_sampler_name("hub:auto_sampler:AutoSampler")

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from zoo_ext.registry import Registry, build
+from zoo_ext.registry import Registry, build, check_kwargs
 
 if TYPE_CHECKING:
     from optuna.pruners import BasePruner
@@ -91,6 +91,19 @@ def none() -> BasePruner:
     return NopPruner()
 
 
+#: The Optuna class each built-in factory builds: its signature lists what ``--pruner-kwargs`` may hold.
+_OPTUNA_CLASSES: dict[PrunerFactory, str] = {
+    median: "MedianPruner",
+    halving: "SuccessiveHalvingPruner",
+    hyperband: "HyperbandPruner",
+    percentile: "PercentilePruner",
+    patient: "PatientPruner",
+    wilcoxon: "WilcoxonPruner",
+    threshold: "ThresholdPruner",
+    none: "NopPruner",
+}
+
+
 def _builtins(registry: Registry[PrunerFactory]) -> None:
     for factory in (median, halving, hyperband, percentile, patient, wilcoxon, threshold, none):
         registry.register(factory.__name__, factory, source="zoo_ext")
@@ -109,6 +122,22 @@ def register_pruner(name: str, *, description: str | None = None) -> Callable[[P
 
 
 def create_pruner(name: str, kwargs: dict[str, Any], *, n_startup_trials: int, n_evaluations: int) -> BasePruner:
-    """Return the pruner ``name`` built with ``kwargs`` and the study's evaluation budget."""
+    """Return the pruner ``name`` built with ``kwargs`` and the study's evaluation budget.
+
+    A key of ``kwargs`` the pruner does not take raises :class:`~zoo_ext.registry.FactoryError`
+    listing the keyword arguments it takes (for a built-in, those of its Optuna class).
+    """
+    factory = PRUNERS.get(name)
+    check_kwargs(name, _kwargs_target(factory), kwargs)
     context = {"n_startup_trials": n_startup_trials, "n_evaluations": n_evaluations}
-    return build(PRUNERS.get(name), name, context, kwargs)
+    return build(factory, name, context, kwargs)
+
+
+def _kwargs_target(factory: PrunerFactory) -> PrunerFactory:
+    """Return what receives the user's keyword arguments: a built-in's Optuna class, else ``factory`` itself."""
+    class_name = _OPTUNA_CLASSES.get(factory)
+    if class_name is None:
+        return factory
+    import optuna.pruners
+
+    return getattr(optuna.pruners, class_name)  # type: ignore[no-any-return]

@@ -16,6 +16,7 @@ signature names: ``seed``, ``n_startup_trials``, ``directions``, ``space`` (a
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -24,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo_ext.registry import Registry, build
+from zoo_ext.registry import Registry, build, check_kwargs
 
 if TYPE_CHECKING:
     from optuna.samplers import BaseSampler
@@ -75,20 +76,55 @@ def tpe(*, seed: int | None = None, n_startup_trials: int = 10, **kwargs: Any) -
     return TPESampler(seed=seed, n_startup_trials=n_startup_trials, **kwargs)
 
 
-def cmaes(*, seed: int | None = None, n_startup_trials: int = 10, **kwargs: Any) -> BaseSampler:
-    """CMA-ES for numeric parameters; categorical ones go to random (needs cmaes)."""
+def cmaes(
+    *, seed: int | None = None, n_startup_trials: int = 10, space: SpaceInfo | None = None, **kwargs: Any
+) -> BaseSampler:
+    """CMA-ES for numeric parameters; categorical and conditional ones go to random (needs cmaes)."""
     _require("cmaes", "cmaes")
     from optuna.samplers import CmaEsSampler
 
+    _warn_random_fallback("CmaEsSampler", space, kwargs, categorical=True)
     return CmaEsSampler(seed=seed, n_startup_trials=n_startup_trials, **kwargs)
 
 
-def gp(*, seed: int | None = None, n_startup_trials: int = 10, **kwargs: Any) -> BaseSampler:
-    """Gaussian-process Bayesian optimisation (needs scipy and torch)."""
+def gp(
+    *, seed: int | None = None, n_startup_trials: int = 10, space: SpaceInfo | None = None, **kwargs: Any
+) -> BaseSampler:
+    """Gaussian-process Bayesian optimisation; conditional parameters go to random (needs scipy and torch)."""
     _require("gp", "scipy", "torch")
     from optuna.samplers import GPSampler
 
+    _warn_random_fallback("GPSampler", space, kwargs, categorical=False)
     return GPSampler(seed=seed, n_startup_trials=n_startup_trials, **kwargs)
+
+
+def _warn_random_fallback(sampler: str, space: SpaceInfo | None, kwargs: dict[str, Any], *, categorical: bool) -> None:
+    """Log once which parameters ``sampler`` samples at random: conditional ones (and categorical ones).
+
+    Optuna would log it for every such parameter of every trial: that is turned off unless the
+    user's ``warn_independent_sampling`` asks for it.
+    """
+    if space is None:
+        return
+    from optuna.distributions import CategoricalDistribution
+
+    fallback = set(space.conditional_params)
+    if categorical:
+        fallback |= {n for n, d in space.distributions.items() if isinstance(d, CategoricalDistribution)}
+    if not fallback:
+        return
+    kinds = "numeric parameters" if categorical else "parameters"
+    _warn_once(
+        f"{sampler} models only the {kinds} present in every trial: {len(fallback)} of {len(space.distributions)}"
+        f" parameters fall back to random sampling: {', '.join(sorted(fallback))} (use --sampler tpe to model them all)"
+    )
+    kwargs.setdefault("warn_independent_sampling", False)
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    """Log ``message`` as a warning the first time only: a process joining a study builds its sampler twice."""
+    _logger.warning(message)
 
 
 def qmc(*, seed: int | None = None, **kwargs: Any) -> BaseSampler:
@@ -112,10 +148,26 @@ def nsga3(*, seed: int | None = None, **kwargs: Any) -> BaseSampler:
     return NSGAIIISampler(seed=seed, **kwargs)
 
 
-def bruteforce(*, seed: int | None = None, **kwargs: Any) -> BaseSampler:
-    """Every combination of a discrete space (floats need a step)."""
+def bruteforce(*, seed: int | None = None, space: SpaceInfo | None = None, **kwargs: Any) -> BaseSampler:
+    """Every combination of a discrete space (floats need a step).
+
+    Raises :class:`~zoo_ext.spaces._probe.InvalidSearchSpaceError` naming the continuous
+    parameters, before any training, instead of failing every trial.
+    """
+    from optuna.distributions import FloatDistribution
     from optuna.samplers import BruteForceSampler
 
+    from zoo_ext.spaces._probe import InvalidSearchSpaceError
+
+    if space is not None:
+        continuous = sorted(
+            n for n, d in space.distributions.items() if isinstance(d, FloatDistribution) and d.step is None
+        )
+        if continuous:
+            raise InvalidSearchSpaceError(
+                f"sampler 'bruteforce' enumerates every combination, but the space has continuous parameter(s)"
+                f" (a float without step): {', '.join(continuous)}. Give them a step or choose another sampler"
+            )
     return BruteForceSampler(seed=seed, **kwargs)
 
 
@@ -153,6 +205,19 @@ def _fallback(
     return tpe(seed=seed, n_startup_trials=n_startup_trials, group=bool(space and space.conditional)), why
 
 
+#: The Optuna class each built-in factory builds: its signature lists what ``--sampler-kwargs`` may hold.
+_OPTUNA_CLASSES: dict[SamplerFactory, str] = {
+    random: "RandomSampler",
+    tpe: "TPESampler",
+    cmaes: "CmaEsSampler",
+    gp: "GPSampler",
+    qmc: "QMCSampler",
+    nsga2: "NSGAIISampler",
+    nsga3: "NSGAIIISampler",
+    bruteforce: "BruteForceSampler",
+}
+
+
 def _builtins(registry: Registry[SamplerFactory]) -> None:
     for factory in (random, tpe, cmaes, gp, qmc, nsga2, nsga3, bruteforce, auto):
         registry.register(factory.__name__, factory, source="zoo_ext")
@@ -171,12 +236,18 @@ def register_sampler(name: str, *, description: str | None = None) -> Callable[[
 
 
 def _hub_package(spec: str) -> tuple[str, str | None]:
-    """Split ``hub:[category/]name[:Class]`` into (``category/name``, class name or None)."""
+    """Split ``hub:[category/]name[:Class]`` into (``category/name``, class name or None).
+
+    Raises :class:`HubError` when ``spec`` names no package (``hub:``, ``hub:samplers/``).
+    """
     package, _, class_name = spec[len(HUB_PREFIX) :].partition(":")
-    if not package:
-        raise ValueError(f"{spec!r}: expected hub:PACKAGE, e.g. hub:samplers/auto_sampler")
     if "/" not in package:
         package = f"samplers/{package}"
+    if not all(package.split("/")):
+        raise HubError(
+            f"--sampler {spec!r} names no OptunaHub package: use hub:[CATEGORY/]PACKAGE[:Class],"
+            " e.g. hub:auto_sampler or hub:samplers/auto_sampler"
+        )
     return package, class_name or None
 
 
@@ -255,8 +326,13 @@ def create_sampler(
     space: SpaceInfo | None,
     hub_registry: str | None,
 ) -> BaseSampler:
-    """Return the sampler ``name`` built with ``kwargs`` and the study's context."""
+    """Return the sampler ``name`` built with ``kwargs`` and the study's context.
+
+    A key of ``kwargs`` the sampler does not take raises :class:`~zoo_ext.registry.FactoryError`
+    listing the keyword arguments it takes (for a built-in, those of its Optuna class).
+    """
     factory = _hub_factory(name, hub_registry) if name.startswith(HUB_PREFIX) else SAMPLERS.get(name)
+    check_kwargs(name, _kwargs_target(factory), kwargs)
     context = {
         "seed": seed,
         "n_startup_trials": n_startup_trials,
@@ -265,3 +341,13 @@ def create_sampler(
         "hub_registry": hub_registry,
     }
     return build(factory, name, context, kwargs)
+
+
+def _kwargs_target(factory: SamplerFactory) -> SamplerFactory:
+    """Return what receives the user's keyword arguments: a built-in's Optuna class, else ``factory`` itself."""
+    class_name = _OPTUNA_CLASSES.get(factory)
+    if class_name is None:
+        return factory
+    import optuna.samplers
+
+    return getattr(optuna.samplers, class_name)  # type: ignore[no-any-return]
