@@ -1,0 +1,204 @@
+"""MLflow tracking without training: names MLflow rejects, rejected calls, start-up errors, final states.
+
+Real MLflow SQLite store (one per module: creating one takes seconds), real in-memory Optuna studies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Run
+from mlflow.utils.validation import _validate_metric_name, _validate_param_name, _validate_tag_name
+
+from zoo_ext import record, tracking
+
+LONG = "p" * 300
+HUGE_VALUE = "v" * 7000
+BAD_NAMES = ["net_arch[0]", "lr (log)", LONG, "", ".", "..", "../up", "a//b", "/lead", "trail/"]
+
+
+@pytest.fixture(scope="module")
+def uri(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A new MLflow SQLite store, created through the tracker (under its file lock)."""
+    folder = tmp_path_factory.mktemp("store")
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+@pytest.fixture(autouse=True)
+def _quiet_optuna() -> Any:
+    """Optuna would log every trial's params, a 7000-character value included."""
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    yield
+    optuna.logging.set_verbosity(before)
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "zoo_ext.tracking"]
+
+
+def _tracker(uri: str, study: optuna.Study, experiment: str) -> tracking.Tracker:
+    tracker = tracking.Tracker(tracking_uri=uri, experiment=experiment, study_name=study.study_name,
+                               study_uid=experiment)  # fmt: skip
+    tracker.start_study(tracking.study_params(study), tracking.environment_tags())
+    return tracker
+
+
+def _trial_runs(uri: str, experiment: str) -> dict[int, Run]:
+    client = MlflowClient(uri)
+    runs = client.search_runs(
+        [client.get_experiment_by_name(experiment).experiment_id], "tags.`zoo_ext.role` = 'trial'"
+    )
+    return {int(run.data.tags["optuna.trial_number"]): run for run in runs}
+
+
+def _names_artifact(uri: str, tracker: tracking.Tracker, tmp_path: Path) -> dict[str, dict[str, str]]:
+    path = MlflowClient(uri).download_artifacts(tracker.parent_run_id, tracking.NAMES_ARTIFACT, str(tmp_path))
+    return json.loads(Path(path).read_text())  # type: ignore[no-any-return]
+
+
+def test_mlflow_keys_are_accepted_by_mlflow_and_unique() -> None:
+    names = [*BAD_NAMES, "net_arch_0_", LONG + "q", "ok/name:1 x-y.z"]
+    keys = tracking.mlflow_keys(names)
+    assert len(set(keys.values())) == len(names)
+    for key in keys.values():
+        for validate in (_validate_param_name, _validate_metric_name, _validate_tag_name):
+            validate(key)
+        assert 0 < len(key) <= 250
+    assert keys["net_arch_0_"] == "net_arch_0_" and keys["ok/name:1 x-y.z"] == "ok/name:1 x-y.z"  # valid: unchanged
+    assert keys["lr (log)"] == "lr _log_" and keys[""] == "_" and keys["a//b"] == "a/b"
+    assert keys["net_arch[0]"].startswith("net_arch_0_-")  # "net_arch_0_" is taken by the valid name
+    assert keys[LONG].startswith("p" * 241 + "-") and keys[LONG] != keys[LONG + "q"]
+    assert tracking.mlflow_key(LONG) == keys[LONG]  # deterministic: the same key in every run
+
+
+def test_rejected_names_are_sanitised_and_tracking_stays_on(
+    uri: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def objective(trial: optuna.Trial) -> float:
+        trial.suggest_int("net_arch[0]", 8, 64)
+        trial.suggest_float("lr (log)", 1e-4, 1e-2, log=True)
+        trial.suggest_float(LONG, 0.0, 1.0)
+        trial.suggest_categorical("choice", [HUGE_VALUE])
+        trial.suggest_float("", 0.0, 1.0)
+        trial.set_user_attr("rollout (steps)", 128)
+        trial.set_user_attr(record.RECORD_ATTR, {"learning_rate": 0.001, "policy_kwargs": {"net_arch[0]": 64}})
+        return 1.0
+
+    study = optuna.create_study(direction="maximize")
+    tracker = _tracker(uri, study, "names")
+    tracked = tracking.TrackedObjective(objective, tracker, env_id="CartPole-v1", config={"policy": "MlpPolicy"})
+    with caplog.at_level(logging.WARNING, logger="zoo_ext.tracking"):
+        study.optimize(tracked, n_trials=2)
+    assert tracker.enabled and not _warnings(caplog)
+    runs = _trial_runs(uri, "names")
+    assert sorted(runs) == [0, 1]
+    long_key = tracking.mlflow_key(LONG)
+    for trial in study.trials:
+        run = runs[trial.number]
+        assert run.info.status == "FINISHED" and run.data.tags["optuna.trial_state"] == "COMPLETE"
+        params = run.data.params
+        assert params["net_arch_0_"] == str(trial.params["net_arch[0]"])
+        assert params["lr _log_"] == str(trial.params["lr (log)"])
+        assert params[long_key] == str(trial.params[LONG]) and len(long_key) == 250
+        assert params["_"] == str(trial.params[""])
+        assert params["choice"] == HUGE_VALUE[:6000]
+        assert params["policy_kwargs.net_arch_0_"] == "64" and params["learning_rate"] == "0.001"
+        assert run.data.metrics["rollout _steps_"] == 128 and run.data.tags["user_attr.rollout _steps_"] == "128"
+        artifacts = [a.path for a in MlflowClient(uri).list_artifacts(run.info.run_id)]
+        assert artifacts == ["hyperparams.yml"]
+    names = _names_artifact(uri, tracker, tmp_path)
+    assert names["params"] == {
+        "net_arch[0]": "net_arch_0_",
+        "lr (log)": "lr _log_",
+        LONG: long_key,
+        "": "_",
+        "policy_kwargs.net_arch[0]": "policy_kwargs.net_arch_0_",
+    }
+    assert names["metrics"] == {"rollout (steps)": "rollout _steps_"}
+    assert names["tags"] == {"user_attr.rollout (steps)": "user_attr.rollout _steps_"}
+    run_id = tracker.start_trial(99)  # still on
+    assert run_id and MlflowClient(uri).get_run(run_id).info.status == "RUNNING"
+
+
+def test_a_rejected_call_is_a_warning_and_tracking_stays_on(uri: str, caplog: pytest.LogCaptureFixture) -> None:
+    study = optuna.create_study()
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    tracker = _tracker(uri, study, "rejected")
+    run_id = tracker.start_trial(0)
+    first, second = study.trials
+    with caplog.at_level(logging.WARNING, logger="zoo_ext.tracking"):
+        tracker.end_trial(run_id, first, first.state, first.values)
+        tracker.end_trial(run_id, second, second.state, second.values)  # param x changes value: MLflow refuses
+    assert tracker.enabled
+    assert [m for m in _warnings(caplog) if m.startswith("MLflow: log_batch failed")]
+    assert not [m for m in _warnings(caplog) if "is unavailable" in m]
+    run = MlflowClient(uri).get_run(run_id)
+    assert run.data.params["x"] == str(first.params["x"]) and run.info.status == "FINISHED"
+    assert run.data.metrics["mean_reward"] == pytest.approx(second.value)  # the rest of the batch got in
+
+
+def test_start_up_errors_leave_the_study_untracked_with_one_warning(uri: str, caplog: pytest.LogCaptureFixture) -> None:
+    for where, experiment in (("nosuchscheme://host/x", "ok"), (uri, "e" * 600)):  # no such store; name too long
+        caplog.clear()
+        study = optuna.create_study()
+        with caplog.at_level(logging.WARNING, logger="zoo_ext.tracking"):
+            tracker = _tracker(where, study, experiment)
+            tracked = tracking.TrackedObjective(lambda t: t.suggest_float("x", 0, 1), tracker, env_id="E", config={})
+            study.optimize(tracked, n_trials=2)
+        assert not tracker.enabled and [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
+        (warning,) = _warnings(caplog)
+        assert "without tracking" in warning and "python -m zoo_ext mlflow-sync" in warning
+
+
+def _raise(exc: BaseException) -> Any:
+    def objective(trial: optuna.Trial) -> float:
+        raise exc
+
+    return objective
+
+
+def test_final_states_match_optuna(uri: str) -> None:
+    """A trial failing before its record, an interrupted one, one returning NaN: the run's tag is Optuna's state."""
+    study = optuna.create_study()
+    tracker = _tracker(uri, study, "states")
+
+    def tracked(objective: Any) -> tracking.TrackedObjective:
+        return tracking.TrackedObjective(objective, tracker, env_id="E", config={})
+
+    study.optimize(tracked(_raise(ValueError("the space broke"))), n_trials=1, catch=(ValueError,))
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(tracked(_raise(KeyboardInterrupt())), n_trials=1)
+    study.optimize(tracked(lambda t: math.nan), n_trials=1)
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL", "FAIL"]
+    runs = _trial_runs(uri, "states")
+    assert [runs[n].info.status for n in range(3)] == ["FAILED", "KILLED", "FAILED"]
+    assert [runs[n].data.tags["optuna.trial_state"] for n in range(3)] == ["FAIL", "FAIL", "FAIL"]
+    failed = runs[0].data.tags
+    assert failed["user_attr.fail_reason"] == "ValueError: the space broke"
+    assert failed["mlflow.note.content"] == "FAILED: ValueError: the space broke"
+    assert runs[1].data.tags["user_attr.fail_reason"] == "interrupted by SIGINT"
+    assert "NaN" in runs[2].data.tags["user_attr.fail_reason"]
+
+
+def test_an_error_while_tracking_never_changes_the_trial(uri: str, caplog: pytest.LogCaptureFixture) -> None:
+    def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr(record.RECORD_ATTR, {"learning_rate": 0.001})
+        return 2.0
+
+    study = optuna.create_study()
+    tracker = _tracker(uri, study, "broken-config")
+    config: Any = ["not", "a", "mapping"]  # hyperparams.yml cannot be written from it
+    with caplog.at_level(logging.WARNING, logger="zoo_ext.tracking"):
+        study.optimize(tracking.TrackedObjective(objective, tracker, env_id="E", config=config), n_trials=1)
+    assert study.trials[0].state.name == "COMPLETE" and study.trials[0].value == 2.0
+    run = _trial_runs(uri, "broken-config")[0]
+    assert run.info.status == "FINISHED" and run.data.params["learning_rate"] == "0.001"
+    assert any("no MLflow artifacts" in m for m in _warnings(caplog)) and tracker.enabled
