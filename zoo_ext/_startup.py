@@ -1,7 +1,7 @@
 """What the ``zoo_ext.pth`` start-up hook runs: arms a lazy import hook, imports nothing heavy.
 
 The hook waits for ``rl_zoo3.exp_manager`` (imported by ``rl_zoo3.train``) or ``rl_zoo3.train``
-to finish loading, then calls :func:`zoo_ext.zoo.install`. Processes that never import rl_zoo3
+to finish loading, then calls :func:`zoo_ext.integration.install`. Processes that never import rl_zoo3
 pay one string comparison per import.
 """
 
@@ -83,9 +83,9 @@ def activate() -> None:
         handler.setFormatter(logging.Formatter("[zoo_ext] %(levelname)s: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-    from zoo_ext import zoo
+    from zoo_ext import integration
 
-    zoo.install()
+    integration.install()
 
 
 def _gym_packages_requested() -> bool:

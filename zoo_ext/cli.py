@@ -17,9 +17,9 @@ def _train(argv: Sequence[str]) -> int:
 
     sys.argv = ["python -m zoo_ext train", *argv]
     _startup.arm()
-    import rl_zoo3.train
+    from zoo_ext import adapter
 
-    rl_zoo3.train.train()
+    adapter.run_train()
     return 0
 
 

@@ -211,6 +211,6 @@ def trial_hyperparams(study: optuna.Study, number: int, algo: str) -> dict[str, 
     trial = trials[0]
     if RECORD_ATTR in trial.user_attrs:
         return to_zoo(trial.user_attrs[RECORD_ATTR])
-    from zoo_ext import zoo
+    from zoo_ext import adapter
 
-    return zoo.zoo_converter(algo)(dict(trial.params))
+    return adapter.zoo_converter(algo)(dict(trial.params))

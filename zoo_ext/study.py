@@ -32,7 +32,7 @@ import yaml
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from zoo_ext import options, reports, storage, tracking, workers, zoo
+from zoo_ext import adapter, options, reports, storage, tracking, workers
 from zoo_ext.objectives import aggregate, resolve_objectives
 from zoo_ext.pruners import create_pruner
 from zoo_ext.registry import DottedPathError, FactoryError, UnknownNameError
@@ -45,7 +45,7 @@ from zoo_ext.trial import Objective, TrialFailed, merge_kwargs, train_run
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from zoo_ext.zoo import ZooExperiment
+    from zoo_ext.integration import ZooExperiment
 
 __all__ = ["Outcome", "consecutive_failures", "create_study", "fingerprint", "optimize", "resolve_study"]
 
@@ -383,7 +383,7 @@ def create_tracker(exp: ZooExperiment, study: optuna.Study) -> tracking.Tracker 
 
 
 def _enqueue_warm_start(study: optuna.Study, exp: ZooExperiment, distributions: dict) -> None:
-    table = yaml.safe_load(zoo.default_config_path(exp.algo).read_text())
+    table = yaml.safe_load(adapter.default_config_path(exp.algo).read_text())
     if exp.env_id not in table:
         _logger.warning("warm start: rl_zoo3 has no tuned %s hyperparameters for %s", exp.algo, exp.env_id)
         return

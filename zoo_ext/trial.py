@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.vec_env import VecEnv
 
+    from zoo_ext.integration import ZooExperiment
     from zoo_ext.spaces import SearchSpace
-    from zoo_ext.zoo import ZooExperiment
 
 __all__ = ["Objective", "TrialEvalCallback", "TrialFailed", "merge_kwargs", "step_offset", "train_run", "trial_seeds"]
 

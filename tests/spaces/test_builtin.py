@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from zoo_ext import record, zoo
+from zoo_ext import adapter, record
 from zoo_ext.spaces import SEARCH_SPACES, _common, arch, conditional, replay_ratio
 
 CLASSIC_AND_BOX2D = {
@@ -50,7 +50,7 @@ def test_every_sample_builds_the_model(name: str, algo: str, env_id: str) -> Non
     env = gym.make(env_id)
     n_actions = env.action_space.shape[0] if isinstance(env.action_space, gym.spaces.Box) else 0
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
-    algo_class = zoo.algo_classes()[algo]
+    algo_class = adapter.algo_classes()[algo]
     for _ in range(N_SAMPLES):
         trial, kwargs = _ask(study, space, n_actions)
         if "buffer_size" in kwargs:
@@ -143,7 +143,7 @@ def _widths(net: Any) -> list[int]:
 
 
 def _tuned_values(algo: str) -> list[tuple[str, str, Any]]:
-    table = yaml.safe_load(zoo.default_config_path(algo).read_text())
+    table = yaml.safe_load(adapter.default_config_path(algo).read_text())
     values = []
     for env_id, entry in table.items():
         if env_id not in CLASSIC_AND_BOX2D:

@@ -56,9 +56,9 @@ def _space_file(name: str, algo: str | None) -> SearchSpace | None:
 
     if not is_space_file(name):
         return None
-    from zoo_ext import zoo
+    from zoo_ext import adapter
 
-    space = load_space_file(name, algo_class=zoo.algo_classes().get(algo) if algo else None)
+    space = load_space_file(name, algo_class=adapter.algo_classes().get(algo) if algo else None)
     if algo is not None and space.algos is not None and algo not in space.algos:
         raise SpaceFileError(name, "algos", f"the file serves {', '.join(sorted(space.algos))}, not {algo}")
     return space

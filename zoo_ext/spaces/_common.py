@@ -16,6 +16,8 @@ import optuna
 import torch
 from stable_baselines3.common.noise import NormalActionNoise, OrnsteinUhlenbeckActionNoise
 
+from zoo_ext.adapter import linear_schedule
+
 __all__ = [
     "ACTIVATIONS",
     "Bounds",
@@ -93,8 +95,6 @@ def choice(trial: optuna.Trial, bounds: Bounds, key: str, name: str | None = Non
 
 def learning_rate(trial: optuna.Trial, bounds: Bounds) -> float | Any:
     """Return a constant learning rate or rl_zoo3's linear schedule (branch ``lr_schedule``)."""
-    from rl_zoo3.utils import linear_schedule
-
     if trial.suggest_categorical("lr_schedule", ["constant", "linear"]) == "constant":
         return float_log(trial, bounds, "learning_rate")
     return linear_schedule(float_log(trial, bounds, "learning_rate", "learning_rate_initial"))

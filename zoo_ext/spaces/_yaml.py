@@ -91,6 +91,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from zoo_ext.adapter import linear_schedule
 from zoo_ext.registry import DottedPathError, import_dotted
 from zoo_ext.spaces._probe import InvalidSearchSpaceError, accepted_kwargs
 
@@ -137,12 +138,6 @@ def is_space_file(name: str) -> bool:
 # --- expression namespace ----------------------------------------------------------------------
 
 
-def _linear(initial_value: float) -> Any:
-    from rl_zoo3.utils import linear_schedule
-
-    return linear_schedule(initial_value)
-
-
 def _pow2(x: int) -> int:
     return int(2**x)
 
@@ -165,7 +160,7 @@ _FUNCTIONS: dict[str, Any] = {
     "log": math.log,
     "exp": math.exp,
     "sqrt": math.sqrt,
-    "linear": _linear,
+    "linear": linear_schedule,
     "pow2": _pow2,
 }
 _CONTEXT = ("n_envs", "n_actions", "additional_args")
@@ -186,7 +181,7 @@ _RESERVED_NAMES = frozenset(_FUNCTIONS) | frozenset(_CONTEXT)
 _TRANSFORM_FUNCTIONS: dict[str, Callable[[Any], Any]] = {
     "one_minus": lambda x: 1 - x,
     "pow2": _pow2,
-    "linear": _linear,
+    "linear": linear_schedule,
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from zoo_ext import zoo
+from zoo_ext import adapter
 
 if TYPE_CHECKING:
     from zoo_ext.registry import Registry
@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 def register(registry: Registry[SearchSpace]) -> None:
     """Register rl_zoo3's built-in sampler of every algorithm under the name ``zoo``."""
-    for algo, space in zoo.zoo_search_spaces().items():
+    for algo, space in adapter.zoo_search_spaces().items():
         registry.register(
             "zoo",
             space,

@@ -1,27 +1,19 @@
-"""Everything zoo_ext touches in rl_zoo3 still exists in the installed version."""
+"""The integration: the methods it patches, the parser it widens and the manager attributes it reads still exist."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import inspect
 import sys
 
-from zoo_ext import zoo
-
-
-def test_touched_module_names_exist() -> None:
-    for module_name, names in zoo.TOUCHED_MODULE_NAMES.items():
-        module = importlib.import_module(module_name)
-        missing = [name for name in names if not hasattr(module, name)]
-        assert not missing, f"rl_zoo3 changed: {module_name} no longer has {missing}"
+from zoo_ext import adapter, integration
 
 
 def test_patched_methods_exist_with_stock_signatures() -> None:
-    from rl_zoo3.exp_manager import ExperimentManager
+    ExperimentManager = adapter.experiment_manager_class()
 
-    original = getattr(zoo, "_ORIGINALS", {})
-    for name in zoo.PATCHED_METHODS:
+    original = getattr(integration, "_ORIGINALS", {})
+    for name in integration.PATCHED_METHODS:
         method = original.get(name, getattr(ExperimentManager, name))
         params = list(inspect.signature(method).parameters)
         assert params[0] == "self", name
@@ -40,18 +32,17 @@ def test_train_builds_its_parser_from_module_argparse() -> None:
 
 
 def test_experiment_manager_has_every_attribute_read(tmp_path) -> None:
-    from rl_zoo3.exp_manager import ExperimentManager
-
+    ExperimentManager = adapter.experiment_manager_class()
     args = argparse.Namespace(search_space=None, sampler=None, sampler_kwargs=None, pruner=None,
                               pruner_kwargs=None, hub_registry=None)  # fmt: skip
     manager = ExperimentManager(
         args, "ppo", "CartPole-v1", str(tmp_path), n_timesteps=100, optimize_hyperparameters=True, n_evaluations=1
     )
-    zoo.install()
+    integration.install()
     assert manager.setup_experiment() is None
-    missing = [name for name in zoo.TOUCHED_ATTRIBUTES if not hasattr(manager, name)]
+    missing = [name for name in integration.TOUCHED_ATTRIBUTES if not hasattr(manager, name)]
     assert not missing, f"rl_zoo3 changed: ExperimentManager has no {missing}"
-    experiment = zoo.ZooExperiment(manager)
+    experiment = integration.ZooExperiment(manager)
     assert experiment.env_id == "CartPole-v1" and experiment.options.search_space == "zoo"
     assert experiment.base_kwargs()["policy"] == "MlpPolicy"
     env = experiment.make_env(1)

@@ -1,10 +1,12 @@
-"""The only module that touches rl_zoo3 internals.
+"""The integration with rl_zoo3: its patches, its parser and the facade over its experiment manager.
 
 zoo_ext plugs into the unchanged ``python -m rl_zoo3.train`` by patching three methods of
-``rl_zoo3.exp_manager.ExperimentManager`` and the ``argparse`` reference of ``rl_zoo3.train``.
-Everything else in zoo_ext reads the experiment through :class:`ZooExperiment`, a facade over
-the manager's attributes. ``TOUCHED`` lists every internal name used here; a test checks each
-one against the installed rl_zoo3 so an upstream change fails loudly.
+rl_zoo3's ``ExperimentManager`` and the ``argparse`` reference of ``rl_zoo3.train`` (both
+obtained from :mod:`zoo_ext.adapter`, the one module importing rl_zoo3). Everything below this
+layer reads the experiment through :class:`ZooExperiment`, a facade over the manager's attributes
+that satisfies :class:`zoo_ext.experiment.Experiment`. ``PATCHED_METHODS`` and
+``TOUCHED_ATTRIBUTES`` list what is used of the manager; a test checks each one against the
+installed rl_zoo3 so an upstream change fails loudly.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zoo_ext import adapter
+
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.callbacks import BaseCallback
@@ -27,17 +31,10 @@ if TYPE_CHECKING:
 
     from zoo_ext.options import ZooOptions
 
-__all__ = ["TOUCHED", "ZooExperiment", "install", "is_installed", "patch_train_module"]
+__all__ = ["PATCHED_METHODS", "TOUCHED_ATTRIBUTES", "ZooExperiment", "install", "is_installed", "patch_train_module"]
 
 _logger = logging.getLogger(__name__)
 
-#: Module-level names of rl_zoo3 that zoo_ext reads or patches.
-TOUCHED_MODULE_NAMES: dict[str, tuple[str, ...]] = {
-    "rl_zoo3.exp_manager": ("ExperimentManager",),
-    "rl_zoo3.hyperparams_opt": ("HYPERPARAMS_SAMPLER", "HYPERPARAMS_CONVERTER"),
-    "rl_zoo3.utils": ("ALGOS", "StoreDict", "get_callback_list"),
-    "rl_zoo3.train": ("argparse", "train"),
-}
 #: ExperimentManager methods zoo_ext replaces (each wraps or reimplements the stock one).
 PATCHED_METHODS = ("read_hyperparameters", "hyperparameters_optimization", "_save_config")
 #: ExperimentManager methods and instance attributes ZooExperiment reads after ``setup_experiment``.
@@ -48,7 +45,6 @@ TOUCHED_ATTRIBUTES = (
     "log_folder", "optimization_log_path", "no_optim_plots", "args", "trial_id", "custom_hyperparams",
     "params_path", "create_envs", "normalize", "normalize_kwargs", "optimize_hyperparameters",
 )  # fmt: skip
-TOUCHED = (TOUCHED_MODULE_NAMES, PATCHED_METHODS, TOUCHED_ATTRIBUTES)
 #: Files the stock ``_save_config`` writes to the run's params folder (args.yml holds --storage).
 SAVED_CONFIG_FILES = ("args.yml", "config.yml", "command.txt")
 
@@ -66,8 +62,7 @@ def is_installed() -> bool:
 
 def install() -> None:
     """Patch ExperimentManager and the running train module; idempotent."""
-    from rl_zoo3.exp_manager import ExperimentManager
-
+    ExperimentManager: Any = adapter.experiment_manager_class()
     if not getattr(ExperimentManager, _PATCHED_FLAG, False):
         for name in PATCHED_METHODS:
             _ORIGINALS[name] = getattr(ExperimentManager, name)
@@ -81,8 +76,9 @@ def install() -> None:
     main = sys.modules.get("__main__")
     if main is not None and getattr(getattr(main, "__spec__", None), "name", None) == "rl_zoo3.train":
         patch_train_module(main)
-    if "rl_zoo3.train" in sys.modules:
-        patch_train_module(sys.modules["rl_zoo3.train"])
+    train = adapter.train_module()
+    if train is not None:
+        patch_train_module(train)
 
 
 def patch_train_module(module: types.ModuleType) -> None:
@@ -113,43 +109,8 @@ class ZooArgumentParser(argparse.ArgumentParser):
             from zoo_ext import options
 
             self._zoo_ext_added = True
-            options.add_arguments(self, store_dict_action())
+            options.add_arguments(self, adapter.store_dict_action())
         return super().parse_known_args(args, namespace)
-
-
-def store_dict_action() -> type[argparse.Action]:
-    """Return rl_zoo3's ``key:value`` argparse action, so zoo_ext flags parse like ``-params``."""
-    from rl_zoo3.utils import StoreDict
-
-    return StoreDict  # type: ignore[no-any-return]
-
-
-def zoo_search_spaces() -> dict[str, Callable[..., dict[str, Any]]]:
-    """Return rl_zoo3's built-in search space per algorithm (``HYPERPARAMS_SAMPLER``)."""
-    from rl_zoo3.hyperparams_opt import HYPERPARAMS_SAMPLER
-
-    return dict(HYPERPARAMS_SAMPLER)
-
-
-def zoo_converter(algo: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """Return rl_zoo3's params → kwargs converter for ``algo``, for studies made without zoo_ext."""
-    from rl_zoo3.hyperparams_opt import HYPERPARAMS_CONVERTER
-
-    return HYPERPARAMS_CONVERTER[algo]  # type: ignore[no-any-return]
-
-
-def algo_classes() -> dict[str, type[BaseAlgorithm]]:
-    """Return rl_zoo3's algorithm table (name → SB3/sb3-contrib class)."""
-    from rl_zoo3.utils import ALGOS
-
-    return dict(ALGOS)
-
-
-def default_config_path(algo: str) -> Path:
-    """Return the hyperparams YAML rl_zoo3 reads for ``algo`` when no ``--conf-file`` is given."""
-    import rl_zoo3
-
-    return Path(rl_zoo3.__file__).parent / "hyperparams" / f"{algo}.yml"
 
 
 def _read_hyperparameters(self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -263,7 +224,7 @@ class ZooExperiment:
 
     @property
     def algo_class(self) -> type[BaseAlgorithm]:
-        return algo_classes()[self.algo]
+        return adapter.algo_classes()[self.algo]
 
     def base_kwargs(self) -> dict[str, Any]:
         """Return a copy of the env's preprocessed constructor kwargs (before sampling)."""
@@ -298,9 +259,7 @@ class ZooExperiment:
 
     def extra_callbacks(self) -> list[BaseCallback]:
         """Return fresh instances of the callbacks the env's config asks for."""
-        from rl_zoo3.utils import get_callback_list
-
-        return get_callback_list({"callback": self._m.specified_callbacks})  # type: ignore[no-any-return]
+        return adapter.callback_list(self._m.specified_callbacks)
 
     def learn_kwargs(self, model: BaseAlgorithm) -> dict[str, Any]:
         """Return extra ``learn()`` kwargs the zoo passes (ARS evaluates its population in parallel)."""
