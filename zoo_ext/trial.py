@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.vec_env import VecEnv
 
-    from zoo_ext.integration import ZooExperiment
+    from zoo_ext.experiment import Experiment
     from zoo_ext.spaces import SearchSpace
 
 __all__ = ["Objective", "TrialEvalCallback", "TrialFailed", "merge_kwargs", "step_offset", "train_run", "trial_seeds"]
@@ -152,7 +152,7 @@ def inference_ms(model: BaseAlgorithm, env: VecEnv, *, calls: int = 200) -> floa
 
 
 def train_run(
-    exp: ZooExperiment,
+    exp: Experiment,
     kwargs: dict[str, Any],
     seed: int,
     *,
@@ -216,7 +216,7 @@ class Objective:
 
     def __init__(
         self,
-        experiment: ZooExperiment,
+        experiment: Experiment,
         space: SearchSpace,
         space_name: str,
         *,

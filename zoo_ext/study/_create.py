@@ -1,0 +1,242 @@
+"""Creating or joining the study: input checks, sampler and pruner, study attributes, warm start, tracker."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import optuna
+import yaml
+
+from zoo_ext import adapter, options, storage, tracking, workers
+from zoo_ext.objectives import resolve_objectives
+from zoo_ext.pruners import create_pruner
+from zoo_ext.registry import DottedPathError, FactoryError, UnknownNameError
+from zoo_ext.samplers import HubError, create_sampler
+from zoo_ext.spaces import SEARCH_SPACES, SearchSpace
+from zoo_ext.spaces._probe import InvalidSearchSpaceError, SpaceInfo, probe_space
+from zoo_ext.spaces._warm import warm_start
+from zoo_ext.study._resume import (
+    FINGERPRINT_ATTR,
+    StorageError,
+    check_resume,
+    fingerprint,
+    joining_seed,
+    study_uid,
+)
+from zoo_ext.trial import Objective, merge_kwargs
+
+if TYPE_CHECKING:
+    from zoo_ext.experiment import Experiment
+
+__all__ = ["budget", "create_study", "create_tracker"]
+
+_logger = logging.getLogger("zoo_ext.study")
+
+#: Samplers that refuse several objectives.
+SINGLE_OBJECTIVE_SAMPLERS = ("CmaEsSampler",)
+
+
+def create_study(exp: Experiment) -> tuple[optuna.Study, Objective]:
+    """Return the (new or resumed) study and its objective; exit with status 2 on bad input."""
+    opts = exp.options
+    try:
+        objectives = resolve_objectives(opts.objectives)
+        directions = [o.direction for o in objectives]
+        space = SEARCH_SPACES.get(opts.search_space, exp.algo)
+        info = _probe(exp, space, opts.search_space)
+        make_sampler = functools.partial(
+            create_sampler,
+            opts.sampler,
+            opts.sampler_kwargs,
+            n_startup_trials=exp.n_startup_trials,
+            directions=directions,
+            space=info,
+            hub_registry=opts.hub_registry,
+        )
+        sampler = make_sampler(seed=exp.seed)
+        if len(directions) > 1 and type(sampler).__name__ in SINGLE_OBJECTIVE_SAMPLERS:
+            raise options.OptionError(
+                f"sampler {opts.sampler!r} ({type(sampler).__name__}) supports one objective only; "
+                f"{len(directions)} objectives need a multi-objective sampler: tpe, nsga2, nsga3, random, qmc, gp"
+            )
+        pruner_name = opts.pruner
+        if len(directions) > 1 and pruner_name != "none":
+            _logger.warning(
+                "pruner %r disabled: Optuna cannot prune a multi-objective study (trial.report is single-objective)",
+                pruner_name,
+            )
+            pruner_name = "none"
+        # A trial with K seeds reports K runs of evaluations: the pruners' step budget grows with it.
+        n_steps = exp.n_evaluations * opts.n_seeds
+        pruner = create_pruner(
+            pruner_name, opts.pruner_kwargs, n_startup_trials=exp.n_startup_trials, n_evaluations=n_steps
+        )
+    except (
+        InvalidSearchSpaceError,
+        UnknownNameError,
+        DottedPathError,
+        FactoryError,
+        HubError,
+        ImportError,
+        options.OptionError,
+    ) as exc:
+        options.exit_with_error(exc)
+    if exp.verbose > 0:
+        print(
+            f"Search space: {opts.search_space} ({info.describe()}) - Sampler: {type(sampler).__name__}"
+            f" - Pruner: {type(pruner).__name__}"
+        )
+    # Only valid input reaches the storage: a bad flag leaves no study file or table behind.
+    try:
+        backend = storage.open_storage(
+            exp.storage,
+            heartbeat_interval=opts.heartbeat_interval,
+            grace_period=opts.grace_period,
+            retries=opts.trial_retries,
+        )
+        study, created = _create_or_join(exp, backend, sampler, make_sampler, pruner, directions)
+    except Exception as exc:  # noqa: BLE001 - any driver's connection error, reported without the password
+        where = storage.redact(str(exp.storage))
+        options.exit_with_error(StorageError(f"cannot open storage {where}: {storage.redact(str(exc))}"))
+    requested = fingerprint(opts, exp.algo)
+    if created:
+        study.set_user_attr(FINGERPRINT_ATTR, requested)
+    elif exp.storage is not None:
+        check_resume(study.user_attrs, requested, opts, study_name=study.study_name, storage_url=exp.storage)
+    exp.pruner_used = pruner_name
+    for trial in storage.fail_dead_local_trials(study, opts.trial_retries):
+        _logger.warning("trial %d failed: %s", trial.number, trial.user_attrs["fail_reason"])
+    # Only the process that created the study warm-starts it (others may join before trial 0 exists).
+    if opts.warm_start and created:
+        _enqueue_warm_start(study, exp, info.distributions)
+    if exp.storage is not None and not workers.is_worker():
+        print(
+            f"Study {study.study_name!r} in {storage.redact(exp.storage)}: run the same command "
+            f"(or --storage {storage.redact(exp.storage)} --study-name {study.study_name}) to resume it"
+        )
+    if "command" not in study.user_attrs:
+        study.set_user_attr("command", storage.redact(" ".join(sys.orig_argv)))
+        study.set_user_attr("algo", exp.algo)
+        study.set_user_attr("env_id", exp.env_id)
+        study.set_user_attr("zoo_config", exp.config)
+        study.set_user_attr("zoo_ext_options", options.as_dict(opts))
+        study.set_user_attr("budget", budget(exp))
+        study.set_user_attr("objectives", list(opts.objectives))
+    if tracking.UID_ATTR not in study.user_attrs:
+        study.set_user_attr(tracking.UID_ATTR, study_uid(exp.storage, study.study_name))
+    objective = Objective(
+        exp,
+        space,
+        opts.search_space,
+        objectives=objectives,
+        n_seeds=opts.n_seeds,
+        seed_aggregate=opts.seed_aggregate,
+        objective_metric=opts.objective_metric,
+    )
+    return study, objective
+
+
+def _probe(exp: Experiment, space: SearchSpace, space_name: str) -> SpaceInfo:
+    """Probe ``space`` before the study; a categorical string choice is tried by building the model once.
+
+    The environment is built only if the space has such a choice.
+    """
+    envs: list[Any] = []
+
+    def build(sampled: dict[str, Any]) -> None:
+        if not envs:
+            envs.append(exp.make_env(exp.n_envs))
+        exp.algo_class(env=envs[0], tensorboard_log=None, verbose=0, device="cpu",
+                       **merge_kwargs(exp.base_kwargs(), sampled))  # fmt: skip
+
+    try:
+        return probe_space(
+            space, space_name, exp.algo_class, exp.n_actions, exp.n_envs, exp.additional_args(), seed=exp.seed,
+            build=build,
+        )  # fmt: skip
+    finally:
+        for env in envs:
+            env.close()
+
+
+def _create_or_join(
+    exp: Experiment,
+    backend: Any,
+    sampler: optuna.samplers.BaseSampler,
+    make_sampler: Callable[..., optuna.samplers.BaseSampler],
+    pruner: optuna.pruners.BasePruner,
+    directions: list[str],
+) -> tuple[optuna.Study, bool]:
+    """Return the study and whether this process created it (``sampler``, seeded with ``--seed``) or joined it.
+
+    The storage decides atomically which process creates a study, so processes starting together
+    cannot all believe they created it and sample with the same seed; a joining process samples
+    with :func:`joining_seed`.
+    """
+    try:
+        study = optuna.create_study(
+            sampler=sampler,
+            pruner=pruner,
+            storage=backend,
+            study_name=exp.study_name,
+            directions=directions,  # type: ignore[arg-type]
+        )
+        return study, True
+    except optuna.exceptions.DuplicatedStudyError:
+        exp.sampler_seed = joining_seed(exp.seed)
+        sampler = make_sampler(seed=exp.sampler_seed) if exp.sampler_seed != exp.seed else sampler
+        study = optuna.load_study(study_name=str(exp.study_name), storage=backend, sampler=sampler, pruner=pruner)
+        return study, False
+
+
+def budget(exp: Experiment) -> dict[str, Any]:
+    """Return the budget flags of this run (recorded on the study and its MLflow parent run)."""
+    return {
+        "n_timesteps": exp.n_timesteps,
+        "n_trials": exp.n_trials,
+        "max_total_trials": exp.max_total_trials,
+        "n_evaluations": exp.n_evaluations,
+        "n_eval_episodes": exp.n_eval_episodes,
+        "n_envs": exp.n_envs,
+        "n_jobs": exp.n_jobs,
+        "seed": exp.seed,
+    }
+
+
+def create_tracker(exp: Experiment, study: optuna.Study) -> tracking.Tracker | None:
+    """Return the study's MLflow tracker (parent run found or created), or None with --no-mlflow."""
+    opts = exp.options
+    if opts.no_mlflow:
+        return None
+    tracker = tracking.Tracker(
+        tracking_uri=opts.mlflow_tracking_uri,
+        experiment=opts.mlflow_experiment or tracking.default_experiment_name(exp.algo, exp.env_id),
+        study_name=study.study_name,
+        study_uid=study.user_attrs[tracking.UID_ATTR],
+        log_models=opts.mlflow_log_models,
+    )
+    tracker.start_study(tracking.study_params(study), tracking.environment_tags())
+    tracker.close_stale_runs(study)
+    if tracker.enabled:
+        _logger.info(
+            "MLflow: experiment %r (%s), study run %s",
+            tracker.experiment_name,
+            storage.redact(tracker.tracking_uri),
+            tracker.parent_run_id,
+        )
+    return tracker
+
+
+def _enqueue_warm_start(study: optuna.Study, exp: Experiment, distributions: dict) -> None:
+    table = yaml.safe_load(adapter.default_config_path(exp.algo).read_text())
+    if exp.env_id not in table:
+        _logger.warning("warm start: rl_zoo3 has no tuned %s hyperparameters for %s", exp.algo, exp.env_id)
+        return
+    warm = warm_start(table[exp.env_id], distributions)
+    study.enqueue_trial(warm.params, user_attrs={"warm_start": True})
+    study.set_user_attr("warm_start", {"represented": warm.represented, "not_represented": warm.not_represented})
+    _logger.info("warm start: trial 0 uses rl_zoo3's tuned %s", ", ".join(warm.represented) or "nothing")

@@ -1,0 +1,104 @@
+"""Running a study: in this process, or with ``--n-workers`` worker processes; exit status by outcome."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import TYPE_CHECKING
+
+import optuna
+
+from zoo_ext import storage, tracking, workers
+from zoo_ext.study._create import create_study, create_tracker
+from zoo_ext.study._loop import Outcome, budget_total, n_counted, run_tracked
+from zoo_ext.study._reevaluate import reevaluate
+from zoo_ext.study._summary import summarize
+from zoo_ext.trial import Objective
+
+if TYPE_CHECKING:
+    from zoo_ext.experiment import Experiment
+
+__all__ = ["optimize"]
+
+_logger = logging.getLogger("zoo_ext.study")
+
+
+def optimize(exp: Experiment) -> None:
+    """Run the study with the zoo's budget flags, print and write the stock report; exit non-zero unless done.
+
+    Exit status 130 (SIGINT) or 143 (SIGTERM) when interrupted, 1 when trials kept failing.
+    """
+    if exp.verbose > 0:
+        print("Optimizing hyperparameters")
+    if exp.options.n_workers > 1 and not workers.is_worker():
+        study, outcome = _optimize_with_workers(exp)
+    else:
+        study, objective = create_study(exp)
+        tracker = create_tracker(exp, study)
+        with workers.signals_interrupt():
+            outcome = run_tracked(study, objective, tracker, exp)
+        if not workers.is_worker():
+            _finish(study, objective, tracker, exp, outcome)
+    if outcome.signal is not None:
+        print(
+            f"Interrupted by {outcome.signal}: study {study.study_name!r} is saved in "
+            f"{storage.redact(str(exp.storage))}; run the same command to resume it",
+            file=sys.stderr,
+        )
+    elif outcome.failure is not None:
+        print(f"zoo_ext: study {study.study_name!r} stopped: {outcome.failure}", file=sys.stderr)
+    if outcome.exit_code:
+        raise SystemExit(outcome.exit_code)
+
+
+def _finish(
+    study: optuna.Study,
+    objective: Objective,
+    tracker: tracking.Tracker | None,
+    exp: Experiment,
+    outcome: Outcome,
+) -> None:
+    """Re-evaluate (if asked and done), print the summary, write the reports, close the parent run."""
+    if exp.options.reevaluate_top and outcome.completed:
+        reevaluate(study, objective, tracker, exp.options.reevaluate_top, exp.options.eval_seeds)
+    report = summarize(study, exp)
+    if tracker is not None:
+        tracker.close_stale_runs(study)
+        tracker.log_study_artifacts(report)
+        tracker.end_study("FINISHED" if outcome.completed else "FAILED" if outcome.failure else "KILLED")
+
+
+def _optimize_with_workers(exp: Experiment) -> tuple[optuna.Study, Outcome]:
+    """Create the study and its MLflow parent run once, run trials here and in ``--n-workers - 1`` more processes.
+
+    This process is worker 0: it would otherwise sit idle, and the other workers' start-up
+    (imports, MLflow connection) overlaps its first trial.
+    """
+    import torch
+
+    n = exp.options.n_workers
+    study, objective = create_study(exp)
+    tracker = create_tracker(exp, study)
+    total = budget_total(exp)
+    threads = max(1, (os.cpu_count() or 1) // n)
+    commands = [
+        workers.worker_command(sys.orig_argv, storage=str(exp.storage), study_name=study.study_name,
+                               seed=(exp.sampler_seed + 7919 * i) % 2**31, max_total_trials=total,
+                               threads=threads)
+        for i in range(1, n)
+    ]  # fmt: skip
+    where = storage.redact(str(exp.storage))
+    print(f"Running {n} worker processes on study {study.study_name!r} ({where}), {total} trials")
+    torch.set_num_threads(threads)
+    exp.n_jobs = 1
+    with workers.signals_interrupt(), workers.Workers(commands) as pool:
+        outcome = run_tracked(study, objective, tracker, exp)
+        if outcome.signal is not None:
+            pool.interrupt(outcome.signal)
+    if any(pool.exit_codes):
+        _logger.warning("worker exit codes: %s", pool.exit_codes)
+        if outcome.completed and n_counted(study) < total:
+            outcome.failure = f"worker processes exited with {pool.exit_codes} before the budget was spent"
+    _finish(study, objective, tracker, exp, outcome)
+    return study, outcome

@@ -1,0 +1,213 @@
+"""The budget loop: runs trials until the study's budget is spent, recovers dead workers' trials, stops on failures."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal as signal_module
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
+
+from zoo_ext import storage, tracking
+from zoo_ext.trial import Objective, TrialFailed
+
+if TYPE_CHECKING:
+    from zoo_ext.experiment import Experiment
+
+__all__ = ["COUNTED_STATES", "Outcome", "budget_total", "consecutive_failures", "n_counted", "run_tracked"]
+
+_logger = logging.getLogger("zoo_ext.study")
+
+#: Trial states that count towards the budget (``--n-trials``, ``--max-total-trials``), as in stock rl_zoo3.
+COUNTED_STATES = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED)
+
+
+@dataclass
+class Outcome:
+    """How this process's part of a study ended: budget done, interrupted by a signal, or failing trials."""
+
+    #: The signal that stopped the run (``SIGINT``, ``SIGTERM``), if any.
+    signal: str | None = None
+    #: Why the study was stopped for failing trials, if it was.
+    failure: str | None = None
+
+    @property
+    def completed(self) -> bool:
+        return self.signal is None and self.failure is None
+
+    @property
+    def exit_code(self) -> int:
+        """Return the command's exit status: 0 done, 128 + signal number when interrupted, 1 when failing."""
+        if self.signal is not None:
+            return 128 + int(getattr(signal_module.Signals, self.signal, signal_module.SIGINT))
+        return 1 if self.failure is not None else 0
+
+
+def budget_total(exp: Experiment) -> int:
+    """Return the study's trial budget: ``--max-total-trials``, else ``--n-trials``, counted over the whole study.
+
+    Complete, pruned and running trials count (failed ones do not), so a resumed study runs
+    only what is missing; raise ``--n-trials`` to ask for more.
+    """
+    return exp.max_total_trials if exp.max_total_trials is not None else exp.n_trials
+
+
+def run_tracked(
+    study: optuna.Study, objective: Objective, tracker: tracking.Tracker | None, exp: Experiment
+) -> Outcome:
+    """Run this process's trials, logged to MLflow if ``tracker``; return how they ended."""
+    with tempfile.TemporaryDirectory(prefix="zoo_ext_models_") as model_dir:
+        run: Any = objective
+        if tracker is not None:
+            objective.model_dir = Path(model_dir)
+            run = tracking.TrackedObjective(objective, tracker, env_id=exp.env_id, config=exp.config)
+        with _Recovery(study, tracker, exp):
+            return run_trials(study, run, objective, exp)
+
+
+def run_trials(study: optuna.Study, run_trial: Any, objective: Objective, exp: Experiment) -> Outcome:
+    """Run trials until the study's budget is spent; return how it ended.
+
+    The budget is the study's, shared by all its workers: live and finished trials count,
+    failed ones do not. Once it is spent while trials of other workers still run, this worker
+    waits for them: a dead worker's trial is failed when its heartbeats stop (database storages)
+    and retried here, so the study still reaches its budget. After ``--max-consecutive-failures``
+    failed trials in a row it stops. A trial interrupted by SIGINT/SIGTERM is queued again
+    (``--trial-retries``), so resuming runs it first.
+    """
+    total = budget_total(exp)
+    limit = exp.options.max_consecutive_failures
+    counted = n_counted(study)
+    if counted:
+        _logger.info("study %r: %d of %d trials counted so far", study.study_name, counted, total)
+
+    def stop_when_failing(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if trial.state == TrialState.FAIL and consecutive_failures(study, limit):
+            study.stop()
+
+    run = functools.partial(study.optimize, run_trial, n_jobs=exp.n_jobs, gc_after_trial=True, catch=(TrialFailed,))
+    seen: dict[int, float] = {}
+    try:
+        while True:
+            failure = consecutive_failures(study, limit)
+            if failure:
+                return Outcome(failure=failure)
+            if n_counted(study) < total:
+                run(n_trials=None, callbacks=[MaxTrialsCallback(total, states=COUNTED_STATES), stop_when_failing])
+            elif not _wait_for_running(study, exp, seen):
+                return Outcome()
+    except KeyboardInterrupt as exc:
+        name = getattr(exc, "signal_name", "SIGINT")
+        for number in objective.interrupted:
+            trial = study.get_trials(deepcopy=False)[number]
+            retries = exp.options.trial_retries
+            if trial.state == TrialState.FAIL and storage.retry_trial(study, trial, max_retry=retries):
+                _logger.warning("trial %d was interrupted: queued again, it runs first when the study resumes", number)
+        return Outcome(signal=name)
+
+
+def consecutive_failures(study: optuna.Study, limit: int) -> str | None:
+    """Return why the study must stop if its last ``limit`` finished trials all failed (None otherwise).
+
+    Trials failed by an interruption or a dead worker are skipped: they say nothing about the
+    configuration. ``limit`` 0 never stops.
+    """
+    if limit <= 0:
+        return None
+    finished = sorted(
+        (t for t in study.get_trials(deepcopy=False) if t.state.is_finished()),
+        key=lambda t: (t.datetime_complete or datetime.min, t.number),
+    )
+    failed: list[optuna.trial.FrozenTrial] = []
+    for trial in reversed(finished):
+        if trial.state != TrialState.FAIL:
+            break
+        if storage.is_external_failure(trial):
+            continue
+        failed.append(trial)
+        if len(failed) == limit:
+            last = failed[0]
+            return (
+                f"{limit} trials failed in a row (--max-consecutive-failures); the last, trial {last.number}: "
+                f"{last.user_attrs.get('fail_reason', 'no reason recorded')}"
+            )
+    return None
+
+
+def n_counted(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
+
+
+def _wait_for_running(study: optuna.Study, exp: Experiment, seen: dict[int, float]) -> bool:
+    """Wait for other workers' running trials; return False once none is left that could still fail.
+
+    ``seen`` maps a running trial to when this worker first saw it. A trial whose worker died is
+    failed within the grace period (plus the recovery interval); one still running after that
+    sends heartbeats (or none at all: a worker without them), so it is not waited for.
+    """
+    if _recover(study, None, exp):
+        return True
+    opts = exp.options
+    if not storage.has_heartbeats(exp.storage, opts.heartbeat_interval):
+        return False
+    now = time.monotonic()
+    running = [seen.setdefault(t.number, now) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    patience = (opts.grace_period or 2 * opts.heartbeat_interval) + 2 * opts.heartbeat_interval
+    if all(now - since > patience for since in running):
+        return False
+    time.sleep(min(opts.heartbeat_interval, 2))
+    return True
+
+
+def _recover(study: optuna.Study, tracker: tracking.Tracker | None, exp: Experiment) -> bool:
+    """Fail the trials of dead workers (retrying them) and close their MLflow runs; return True if any."""
+    failed = storage.fail_dead_local_trials(study, exp.options.trial_retries)
+    if storage.has_heartbeats(exp.storage, exp.options.heartbeat_interval):
+        running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+        with storage.experimental():
+            optuna.storages.fail_stale_trials(study)
+        failed += [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number in running]
+    if failed and tracker is not None:
+        tracker.close_stale_runs(study)
+    for trial in failed:
+        _logger.warning("trial %d: its worker died (no heartbeat); failed and queued again", trial.number)
+    return bool(failed)
+
+
+class _Recovery:
+    """A daemon thread that calls :func:`_recover` every heartbeat interval while trials run.
+
+    Optuna fails a stale trial only when a worker starts its next trial; with long trials that
+    can take many minutes. This thread fails it, queues its retry and closes its MLflow run as
+    FAILED within about one interval after the grace period.
+    """
+
+    def __init__(self, study: optuna.Study, tracker: tracking.Tracker | None, exp: Experiment) -> None:
+        self.study, self.tracker, self.exp = study, tracker, exp
+        self.interval = exp.options.heartbeat_interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="zoo_ext-recovery", daemon=True)
+
+    def _loop(self) -> None:
+        while not self.stop.wait(self.interval):
+            try:
+                _recover(self.study, self.tracker, self.exp)
+            except Exception as exc:  # noqa: BLE001 - a storage hiccup must not end the study
+                _logger.debug("recovery check failed: %s", storage.redact(str(exc)))
+
+    def __enter__(self) -> _Recovery:
+        if self.interval > 0:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()

@@ -1,0 +1,83 @@
+"""The end-of-study summary and the stock report files (CSV, pickle, plots)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import TrialState
+
+from zoo_ext import reports
+
+if TYPE_CHECKING:
+    from zoo_ext.experiment import Experiment
+
+__all__ = ["summarize"]
+
+_logger = logging.getLogger("zoo_ext.study")
+
+
+def summarize(study: optuna.Study, exp: Experiment) -> Path:
+    """Print the best trial, write the stock report (CSV, pickle) and the report folder; return the folder."""
+    print("Number of finished trials: ", len(study.trials))
+    states = {state.name: len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
+    print("Trial states: ", ", ".join(f"{name}={n}" for name, n in states.items() if n))
+    print(reports.describe_best(study))
+    warm = study.user_attrs.get("warm_start")
+    if warm:
+        print(_describe_warm_start(study, warm))
+    opts = exp.options
+    pruner = exp.pruner_used
+    report_name = (
+        (f"report_{exp.env_id}_{exp.n_trials}-trials-{exp.n_timesteps}-{opts.sampler}-{pruner}_{int(time.time())}")
+        .replace(":", "_")
+        .replace("/", "_")
+    )
+    log_path = os.path.join(exp.log_folder, exp.algo, report_name)
+    if exp.verbose:
+        print(f"Writing report to {log_path}")
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    trials = study.trials_dataframe()
+    trials.to_csv(f"{log_path}.csv")
+    try:
+        with open(f"{log_path}.pkl", "wb+") as f:
+            pickle.dump(_detached(study), f)
+    except (pickle.PicklingError, TypeError, AttributeError) as exc:
+        _logger.warning("The study object cannot be pickled (%s); load it from its storage instead", exc)
+    folder = Path(log_path)
+    reports.write_report(study, folder, plots=not exp.no_optim_plots, trials=trials)
+    return folder
+
+
+def _describe_warm_start(study: optuna.Study, warm: dict[str, Any]) -> str:
+    """Return the summary lines of the warm start: what trial 0 used, and whether it (or its retry) completed."""
+    runs = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("warm_start")]
+    states = ", ".join(f"trial {t.number} {t.state.name}" for t in runs) or "not run"
+    done = any(t.state == TrialState.COMPLETE for t in runs)
+    used = ", ".join(warm["represented"]) or "nothing"
+    lines = [
+        f"Warm start ({states}): " + (f"completed with rl_zoo3's tuned {used}" if done else "did not complete"),
+        "Not representable in this space (left to the sampler): " + (", ".join(warm["not_represented"]) or "none"),
+    ]
+    return "\n".join(lines)
+
+
+def _detached(study: optuna.Study) -> optuna.Study:
+    """Return an in-memory copy of ``study`` to pickle: a database storage would pickle its URL (password)."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" line
+    try:
+        copy = optuna.create_study(
+            study_name=study.study_name, directions=study.directions, sampler=study.sampler, pruner=study.pruner
+        )
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    for key, value in study.user_attrs.items():
+        copy.set_user_attr(key, value)
+    copy.add_trials(study.get_trials(deepcopy=False, states=tuple(s for s in TrialState if s.is_finished())))
+    return copy
