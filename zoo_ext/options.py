@@ -16,6 +16,8 @@ YAML, which wins over the default::
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -66,7 +68,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "objectives",
         "--objectives",
-        ["mean_reward"],
+        ("mean_reward",),
         "Objective names (several: a multi-objective study); see `python -m zoo_ext list`",
         kind="list",
     ),
@@ -154,32 +156,37 @@ OPTIONS: tuple[Option, ...] = (
 _BY_DEST = {option.dest: option for option in OPTIONS}
 
 
+def _default(dest: str) -> Any:
+    """Return a dataclass field whose default is ``OPTIONS``' default for ``dest`` (a fresh copy)."""
+    return field(default_factory=functools.partial(copy.deepcopy, _BY_DEST[dest].default))
+
+
 @dataclass(frozen=True)
 class ZooOptions:
-    """The resolved zoo_ext options of one experiment."""
+    """The resolved zoo_ext options of one experiment (defaults: :data:`OPTIONS`, written once there)."""
 
-    search_space: str = "zoo"
-    sampler: str = "tpe"
-    sampler_kwargs: dict[str, Any] = field(default_factory=dict)
-    pruner: str = "median"
-    pruner_kwargs: dict[str, Any] = field(default_factory=dict)
-    hub_registry: str | None = None
-    warm_start: bool = False
-    mlflow_tracking_uri: str | None = None
-    mlflow_experiment: str | None = None
-    no_mlflow: bool = False
-    mlflow_log_models: bool = False
-    objectives: tuple[str, ...] = ("mean_reward",)
-    n_seeds: int = 1
-    n_workers: int = 1
-    heartbeat_interval: int = 30
-    grace_period: int = 0
-    trial_retries: int = 1
-    max_consecutive_failures: int = 5
-    seed_aggregate: str = "mean"
-    objective_metric: str = "last"
-    reevaluate_top: int = 0
-    eval_seeds: int = 5
+    search_space: str = _default("search_space")
+    sampler: str = _default("sampler")
+    sampler_kwargs: dict[str, Any] = _default("sampler_kwargs")
+    pruner: str = _default("pruner")
+    pruner_kwargs: dict[str, Any] = _default("pruner_kwargs")
+    hub_registry: str | None = _default("hub_registry")
+    warm_start: bool = _default("warm_start")
+    mlflow_tracking_uri: str | None = _default("mlflow_tracking_uri")
+    mlflow_experiment: str | None = _default("mlflow_experiment")
+    no_mlflow: bool = _default("no_mlflow")
+    mlflow_log_models: bool = _default("mlflow_log_models")
+    objectives: tuple[str, ...] = _default("objectives")
+    n_seeds: int = _default("n_seeds")
+    n_workers: int = _default("n_workers")
+    heartbeat_interval: int = _default("heartbeat_interval")
+    grace_period: int = _default("grace_period")
+    trial_retries: int = _default("trial_retries")
+    max_consecutive_failures: int = _default("max_consecutive_failures")
+    seed_aggregate: str = _default("seed_aggregate")
+    objective_metric: str = _default("objective_metric")
+    reevaluate_top: int = _default("reevaluate_top")
+    eval_seeds: int = _default("eval_seeds")
 
 
 def add_arguments(parser: argparse.ArgumentParser, store_dict: type[argparse.Action]) -> None:

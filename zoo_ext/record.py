@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from zoo_ext.registry import DottedPathError, import_dotted
+from zoo_ext.registry import DottedPathError, import_dotted, is_dotted_path
 
 if TYPE_CHECKING:
     import optuna
@@ -134,13 +134,6 @@ def plain(value: Any) -> Any:
         return repr(value)
 
 
-def _is_dotted(value: Any) -> bool:
-    if not isinstance(value, str) or value.count(":") != 1:
-        return False
-    module, name = value.split(":")
-    return bool(module) and all(part.isidentifier() for part in module.split(".") + name.split("."))
-
-
 def _expr(value: Any) -> str:
     """Return a Python expression rl_zoo3's ``eval`` of ``policy_kwargs`` turns into ``value``."""
     if isinstance(value, Mapping):
@@ -148,7 +141,7 @@ def _expr(value: Any) -> str:
         return f"dict({items})"
     if isinstance(value, list):
         return "[" + ", ".join(_expr(item) for item in value) + "]"
-    if _is_dotted(value):
+    if is_dotted_path(value):
         module, name = value.split(":")
         if module in _ZOO_EVAL_PREFIXES:
             return f"{_ZOO_EVAL_PREFIXES[module]}.{name}"
@@ -168,13 +161,13 @@ def to_zoo(record: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in record.items():
         if key in ("policy_kwargs", "replay_buffer_kwargs") and isinstance(value, Mapping):
             out[key] = _expr(value)
-        elif key == "replay_buffer_class" and _is_dotted(value):
+        elif key == "replay_buffer_class" and is_dotted_path(value):
             out[key] = _expr(value)
-        elif key == "policy" and _is_dotted(value):
+        elif key == "policy" and is_dotted_path(value):
             out[key] = value.replace(":", ".")
         elif key == "train_freq" and isinstance(value, list):
             out[key] = list(value)
-        elif _is_dotted(value):
+        elif is_dotted_path(value):
             raise RecordError(f"{key}={value!r}: rl_zoo3's YAML cannot express a class or function here")
         else:
             out[key] = value

@@ -18,6 +18,7 @@ import importlib
 import importlib.metadata
 import inspect
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,7 +32,9 @@ __all__ = [
     "UnknownNameError",
     "build",
     "check_kwargs",
+    "DOTTED_PATH",
     "import_dotted",
+    "is_dotted_path",
 ]
 
 T = TypeVar("T")
@@ -117,6 +120,16 @@ def check_kwargs(name: str, target: Callable[..., Any], kwargs: dict[str, Any]) 
     )
 
 
+_IDENTIFIERS = r"[^\W\d]\w*(?:\.[^\W\d]\w*)*"
+#: A dotted path as records and search-space files write it: ``package.module:Attribute`` (or ``:Outer.Inner``).
+DOTTED_PATH = re.compile(rf"{_IDENTIFIERS}:{_IDENTIFIERS}")
+
+
+def is_dotted_path(value: Any) -> bool:
+    """Return True if ``value`` is a string of the form ``package.module:attribute`` (see :data:`DOTTED_PATH`)."""
+    return isinstance(value, str) and DOTTED_PATH.fullmatch(value) is not None
+
+
 def import_dotted(path: str) -> Any:
     """Return the object named by ``package.module:attr`` (or ``package.module.attr``).
 
@@ -143,7 +156,7 @@ def import_dotted(path: str) -> Any:
 
 
 def looks_dotted(name: str) -> bool:
-    """Return True when ``name`` can only be meant as a dotted path, not a registered name."""
+    """Return True when ``name`` can only be meant for :func:`import_dotted`, not as a registered name."""
     return ":" in name or "." in name
 
 
