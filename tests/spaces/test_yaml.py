@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import pickle
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -12,11 +15,13 @@ import optuna
 import pytest
 import stable_baselines3 as sb3
 import torch
+import yaml
 from rl_zoo3.utils import linear_schedule
 
 from zoo_ext.record import encode
 from zoo_ext.spaces._probe import InvalidSearchSpaceError, probe_space
-from zoo_ext.spaces._yaml import SpaceFileError, YamlSearchSpace, is_space_file, load_space_file
+from zoo_ext.spaces._schema import SECTIONS, SpaceFile
+from zoo_ext.spaces._yaml import SpaceFileError, YamlSearchSpace, _Loader, is_space_file, load_space_file
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "hyperparams" / "spaces" / "ppo_conditional.yml"
@@ -45,7 +50,7 @@ MALFORMED: dict[str, tuple[str, str, str, bool]] = {
     "top-level-list": ("- a\n- b\n", "top level", "must be a mapping of sections", False),
     "top-level-empty": ("", "top level", "must be a mapping of sections, got empty", False),
     "unknown-section": ("parms:\n  lr: " + LR + "\n", "parms", "unknown section; valid sections: name,", False),
-    "section-not-mapping": ("params: [lr]\n", "params", "must be a mapping, got list", False),
+    "section-not-mapping": ("params: [lr]\n", "params", "must be a mapping, got ['lr']", False),
     "spec-not-mapping": ("params:\n  lr: 0.001\n", "lr", "spec must be a mapping", False),
     "unknown-field": (
         "params:\n  lr: {type: float, low: 0.1, high: 1, scale: log}\n",
@@ -68,8 +73,18 @@ MALFORMED: dict[str, tuple[str, str, str, bool]] = {
     ),
     "missing-low": ("params:\n  lr: {type: float, high: 1}\n", "lr", "missing low", False),
     "missing-high": ("params:\n  n: {type: int, low: 1}\n", "n", "missing high", False),
-    "bound-not-number": ("params:\n  lr: {type: float, low: x, high: 1}\n", "lr", "low must be a number", False),
-    "int-float-bound": ("params:\n  n: {type: int, low: 1.5, high: 3}\n", "n", "low must be an integer", False),
+    "bound-not-number": (
+        "params:\n  lr: {type: float, low: x, high: 1}\n",
+        "lr",
+        "low must be a valid number, got 'x'",
+        False,
+    ),
+    "int-float-bound": (
+        "params:\n  n: {type: int, low: 1.5, high: 3}\n",
+        "n",
+        "low must be a valid integer, got 1.5",
+        False,
+    ),
     "low-above-high": ("params:\n  lr: {type: float, low: 2, high: 1}\n", "lr", "low > high", False),
     "log-low-zero": ("params:\n  lr: {type: float, low: 0, high: 1, log: true}\n", "lr", "needs low > 0", False),
     "log-and-step": (
@@ -78,21 +93,36 @@ MALFORMED: dict[str, tuple[str, str, str, bool]] = {
         "log and step cannot be used together",
         False,
     ),
-    "bad-step": ("params:\n  lr: {type: float, low: 0, high: 1, step: 0}\n", "lr", "step must be a positive", False),
+    "bad-step": (
+        "params:\n  lr: {type: float, low: 0, high: 1, step: 0}\n",
+        "lr",
+        "step must be greater than 0, got 0",
+        False,
+    ),
     "no-choices": ("params:\n  act: {type: categorical}\n", "act", "missing choices", False),
-    "empty-choices-list": ("params:\n  act: {type: categorical, choices: []}\n", "act", "empty choices", False),
-    "empty-choices-map": ("params:\n  act: {type: categorical, choices: {}}\n", "act", "empty choices", False),
+    "empty-choices-list": (
+        "params:\n  act: {type: categorical, choices: []}\n",
+        "act",
+        "choices must be non-empty, got []",
+        False,
+    ),
+    "empty-choices-map": (
+        "params:\n  act: {type: categorical, choices: {}}\n",
+        "act",
+        "choices must be non-empty, got {}",
+        False,
+    ),
     "choice-not-scalar": (
         "params:\n  arch: {type: categorical, choices: [[64, 64], [32]]}\n",
         "arch",
-        "Optuna choices must be str, int, float, bool or null",
+        "choices[0] must be a str, int, float, bool or null (Optuna's choice types; map labels to other values",
         False,
     ),
     "duplicate-choice": ("params:\n  c: {type: categorical, choices: [a, b, a]}\n", "c", "duplicate choice 'a'", False),
     "unknown-transform": (
         "params:\n  lr: {type: float, low: 0.1, high: 1, transform: exp}\n",
         "lr",
-        "unknown transform 'exp'; valid transforms: one_minus, pow2, linear",
+        "transform must be 'one_minus', 'pow2' or 'linear', got 'exp'",
         False,
     ),
     "pow2-on-float": (
@@ -101,7 +131,12 @@ MALFORMED: dict[str, tuple[str, str, str, bool]] = {
         "transform pow2 needs an int parameter",
         False,
     ),
-    "bad-destination": ("params:\n  lr: {type: float, low: 0.1, high: 1, to: 3}\n", "lr", "destination must be", False),
+    "bad-destination": (
+        "params:\n  lr: {type: float, low: 0.1, high: 1, to: 3}\n",
+        "lr",
+        "to must be a destination kwarg name",
+        False,
+    ),
     "when-missing": (
         "params:\n  lr: {type: float, low: 0.1, high: 1, when: {schedule: constant}}\n",
         "lr",
@@ -127,7 +162,7 @@ MALFORMED: dict[str, tuple[str, str, str, bool]] = {
     "when-not-mapping": (
         "params:\n  lr: {type: float, low: 0.1, high: 1, when: [a]}\n",
         "lr",
-        "when must be a non-empty mapping",
+        "when must be a mapping, got ['a']",
         False,
     ),
     "derived-syntax": (
@@ -142,7 +177,7 @@ MALFORMED: dict[str, tuple[str, str, str, bool]] = {
         "unknown name 'm'",
         False,
     ),
-    "derived-not-string": ("derived:\n  n_epochs: 3\n", "n_epochs", "expression must be a string", False),
+    "derived-not-string": ("derived:\n  n_epochs: 3\n", "n_epochs", "must be an expression: a string of Python", False),
     "derived-unknown-field": (
         "derived:\n  n_epochs: {value: '3', if: x}\n",
         "n_epochs",
@@ -179,7 +214,7 @@ MALFORMED: dict[str, tuple[str, str, str, bool]] = {
     ),
     "param-not-identifier": ("params:\n  n-steps: {type: int, low: 1, high: 3}\n", "n-steps", "identifiers", False),
     "param-reserved-name": ("params:\n  n_envs: {type: int, low: 1, high: 3}\n", "n_envs", "reserved name", False),
-    "bad-algos": ("algos: []\n", "algos", "non-empty list", False),
+    "bad-algos": ("algos: []\n", "algos", "must be non-empty, got []", False),
     "param-not-accepted": (
         "params:\n  lr: " + LR + "\n",
         "lr",
@@ -197,6 +232,77 @@ MALFORMED: dict[str, tuple[str, str, str, bool]] = {
         "n_step",
         "'n_step' is a key the algorithm does not accept",
         True,
+    ),
+    "log-not-bool": (
+        "params:\n  lr: {type: float, low: 0.1, high: 1, log: yes}\n",
+        "lr",
+        "log must be a valid boolean, got 'yes'",
+        False,
+    ),
+    "infinite-bound": (
+        "params:\n  lr: {type: float, low: 0, high: .inf}\n",
+        "lr",
+        "high must be a finite number, got inf",
+        False,
+    ),
+    "int-float-step": (
+        "params:\n  n: {type: int, low: 1, high: 9, step: 1.5}\n",
+        "n",
+        "step must be a valid integer, got 1.5",
+        False,
+    ),
+    "pow2-on-categorical": (
+        "params:\n  n: {type: categorical, choices: [1, 2], transform: pow2}\n",
+        "n",
+        "transform pow2 needs an int parameter, not categorical",
+        False,
+    ),
+    "transform-on-text-choice": (
+        "params:\n  g: {type: categorical, choices: {a: 0.1, b: x}, transform: one_minus}\n",
+        "g",
+        "transform one_minus needs numeric choices, got 'x'",
+        False,
+    ),
+    "duplicate-number-choice": (
+        "params:\n  c: {type: categorical, choices: [1, true, 1.0]}\n",
+        "c",
+        "duplicate choice 1.0",
+        False,
+    ),
+    "when-itself": ("params:\n  n: {type: int, low: 1, high: 3, when: {n: 1}}\n", "n", "condition on itself", False),
+    "when-no-values": (
+        "params:\n  c: {type: categorical, choices: [a, b]}\n  n: {type: int, low: 1, high: 3, when: {c: []}}\n",
+        "n",
+        "when.c must be non-empty, got []",
+        False,
+    ),
+    "when-value-not-scalar": (
+        "params:\n  c: {type: categorical, choices: [a, b]}\n  n: {type: int, low: 1, high: 3, when: {c: {a: 1}}}\n",
+        "n",
+        "when.c must be a str, int, float, bool or null, or a list of them, got {'a': 1}",
+        False,
+    ),
+    "destination-true": (
+        "params:\n  lr: {type: float, low: 0.1, high: 1, to: true}\n",
+        "lr",
+        "or null/false, got True",
+        False,
+    ),
+    "param-name-not-string": (
+        "params:\n  1: {type: int, low: 1, high: 3}\n",
+        "1",
+        "must be Python identifiers (expressions use them as names), got 1",
+        False,
+    ),
+    "empty-name": ("name: ' '\n", "name", "must be non-empty, got ' '", False),
+    "description-not-string": ("description: [a]\n", "description", "must be a valid string, got ['a']", False),
+    "entry-without-value": ("user_attrs:\n  size: {when: {x: 1}}\n", "size", "missing value (the expression)", False),
+    "algos-item-empty": ("algos: [ppo, '']\n", "algos", "algos[1] must be non-empty, got ''", False),
+    "several-errors": (
+        "params:\n  lr: {type: float, low: x, high: 1}\n  n: {type: int, low: 1}\n",
+        "lr",
+        "low must be a valid number, got 'x' (and 1 more error in the file)",
+        False,
     ),
 }
 
@@ -245,6 +351,79 @@ def test_is_space_file() -> None:
     assert is_space_file("ppo.YAML")
     assert not is_space_file("ppo-conditional")
     assert not is_space_file("mymodule:space")
+
+
+def test_loading_module_does_not_import_pydantic() -> None:
+    code = "import sys, zoo_ext.spaces._yaml; print('pydantic' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+# --- the JSON Schema ---------------------------------------------------------------------------------
+
+
+def _unknown_keys(schema: dict[str, Any], node: dict[str, Any], data: Any, where: str = "") -> list[str]:
+    """Return the keys of ``data`` that ``node`` of ``schema`` does not allow, following objects and $refs."""
+    if "$ref" in node:
+        return _unknown_keys(schema, schema["$defs"][node["$ref"].split("/")[-1]], data, where)
+    if "discriminator" in node and isinstance(data, dict):
+        target = node["discriminator"]["mapping"][data["type"]]
+        return _unknown_keys(schema, {"$ref": target}, data, where)
+    branches = node.get("anyOf", []) + node.get("oneOf", [])
+    if branches:
+        objects = [b for b in branches if "properties" in b or "additionalProperties" in b or "$ref" in b]
+        return _unknown_keys(schema, objects[0], data, where) if objects and isinstance(data, dict) else []
+    if not isinstance(data, dict):
+        return []
+    unknown = []
+    for key, value in data.items():
+        if key in node.get("properties", {}):
+            unknown += _unknown_keys(schema, node["properties"][key], value, f"{where}{key}.")
+        elif node.get("additionalProperties") is False:
+            unknown.append(f"{where}{key}")
+        elif isinstance(node.get("additionalProperties"), dict):
+            unknown += _unknown_keys(schema, node["additionalProperties"], value, f"{where}{key}.")
+    return unknown
+
+
+def test_schema_command_prints_the_json_schema_of_space_files(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-m", "zoo_ext", "schema"], capture_output=True, text=True, check=True).stdout
+    schema = json.loads(out)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["title"] == "zoo_ext search space"
+    assert "python -m zoo_ext schema" in schema["description"]
+    model = SpaceFile.model_json_schema()
+    assert {k: v for k, v in schema.items() if k not in ("$schema", "title", "description")} == {
+        k: v for k, v in model.items() if k not in ("title", "description")
+    }
+    assert list(schema["properties"]) == list(SECTIONS)
+    assert schema["additionalProperties"] is False
+    assert all(definition["additionalProperties"] is False for definition in schema["$defs"].values())
+    params = schema["properties"]["params"]["anyOf"][0]["additionalProperties"]
+    assert params["discriminator"]["mapping"] == {
+        "float": "#/$defs/FloatParam",
+        "int": "#/$defs/IntParam",
+        "categorical": "#/$defs/CategoricalParam",
+    }
+    assert schema["$defs"]["FloatParam"]["required"] == ["type", "low", "high"]
+    assert schema["$defs"]["CategoricalParam"]["required"] == ["type", "choices"]
+    assert schema["$defs"]["IntParam"]["properties"]["low"]["type"] == "integer"
+    assert "default" not in schema["$defs"]["IntParam"]["properties"]["to"]  # the default is the key, not null
+
+    data = yaml.load(EXAMPLE.read_text(), Loader=_Loader)
+    assert _unknown_keys(schema, schema, data) == []
+    SpaceFile.model_validate(data)
+    data["params"]["n_epochs"]["scale"] = "log"
+    data["derived"]["clip_range_vf"]["if"] = "x"
+    data["parms"] = {}
+    assert _unknown_keys(schema, schema, data) == ["params.n_epochs.scale", "derived.clip_range_vf.if", "parms"]
+    bad = tmp_path / BAD_NAME
+    bad.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(SpaceFileError) as info:
+        load_space_file(bad)
+    assert str(info.value) == (
+        f"{bad}: n_epochs: unknown field 'scale'; valid fields: type, low, high, log, step, transform, to, when"
+        " (and 2 more errors in the file)"
+    )
 
 
 # --- the example file --------------------------------------------------------------------------------

@@ -73,6 +73,11 @@ Per trial: params in file order, then ``fixed``, then ``derived`` in file order,
 a float, and only ``true``/``false`` (``True``, ``TRUE``, ...) are booleans, so ``yes``, ``no``,
 ``on``, ``off``, ``y`` and ``n`` are strings (``choices: [off, on]`` gives two string choices).
 A key repeated in one mapping is an error.
+
+The structure (sections, fields, types, ranges) is checked by the pydantic models of
+:mod:`zoo_ext.spaces._schema`, whose JSON Schema ``python -m zoo_ext schema`` prints for editors;
+this module checks the rest: names, destinations, conditions on earlier parameters, expressions
+and imports.
 """
 
 from __future__ import annotations
@@ -92,29 +97,19 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from zoo_ext.adapter import linear_schedule
-from zoo_ext.registry import DottedPathError, import_dotted
+from zoo_ext.registry import DottedPathError, import_dotted, is_dotted_path
 from zoo_ext.spaces._probe import InvalidSearchSpaceError, accepted_kwargs
 
 if TYPE_CHECKING:
     import optuna
 
+    from zoo_ext.spaces import _schema
+
 __all__ = ["SpaceFileError", "YamlSearchSpace", "is_space_file", "load_space_file"]
 
 logger = logging.getLogger(__name__)
 
-_SECTIONS = ("name", "description", "algos", "params", "fixed", "derived", "user_attrs")
-_TYPES = ("float", "int", "categorical")
-_TRANSFORMS = ("one_minus", "pow2", "linear")
-_NUMERIC_FIELDS = ("type", "low", "high", "log", "step", "transform", "to", "when")
-_FIELDS = {
-    "float": _NUMERIC_FIELDS,
-    "int": _NUMERIC_FIELDS,
-    "categorical": ("type", "choices", "transform", "to", "when"),
-}
-_ALL_FIELDS = ("type", "low", "high", "log", "step", "choices", "transform", "to", "when")
-_EXPR_FIELDS = ("value", "when")
 _RESERVED_ATTRS = ("hyperparams", "search_space")  # user attrs zoo_ext writes itself (zoo_ext.record)
-_DOTTED = re.compile(r"^[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*$")
 
 
 class SpaceFileError(InvalidSearchSpaceError):
@@ -263,9 +258,6 @@ def _read(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         kind = "empty" if data is None else f"a {type(data).__name__}"
         raise SpaceFileError(path, "top level", f"must be a mapping of sections, got {kind}")
-    for key in data:
-        if key not in _SECTIONS:
-            raise SpaceFileError(path, str(key), f"unknown section; valid sections: {', '.join(_SECTIONS)}")
     return data
 
 
@@ -446,31 +438,19 @@ class YamlSearchSpace:
 
 
 class _Parser:
-    """Checks one file's sections and builds the entries of a :class:`YamlSearchSpace`."""
+    """Checks what the schema cannot (names, destinations, conditions, expressions, imports) and builds entries."""
 
-    def __init__(self, path: Path, algo_class: type | None) -> None:
+    def __init__(self, path: Path, algo_class: type | None, param_keys: set[str]) -> None:
         self.path = path
         self.algo_class = algo_class
+        self.all_param_keys = param_keys
         self.params: dict[str, _Param] = {}
-        self.all_param_keys: set[str] = set()
         self.derived_aliases: list[str] = []
 
     def fail(self, key: Any, reason: str) -> SpaceFileError:
         return SpaceFileError(self.path, str(key), reason)
 
-    def section(self, data: dict[str, Any], name: str) -> dict[Any, Any]:
-        value = data.get(name)
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise self.fail(name, f"must be a mapping, got {type(value).__name__}")
-        return value
-
-    # destinations
-
-    def dest(self, key: str, value: Any) -> tuple[str, ...]:
-        if not isinstance(value, str) or not value:
-            raise self.fail(key, f"destination must be a kwarg name such as policy_kwargs.net_arch, got {value!r}")
+    def dest(self, key: str, value: str) -> tuple[str, ...]:
         parts = tuple(value.split("."))
         for part in parts:
             if not part.isidentifier() or keyword.iskeyword(part):
@@ -484,23 +464,14 @@ class _Parser:
             )
         return parts
 
-    # conditions
-
-    def when(self, key: str, value: Any) -> _When:
-        if not isinstance(value, dict) or not value:
-            raise self.fail(key, f"when must be a non-empty mapping of parameter -> value(s), got {value!r}")
+    def when(self, key: str, value: Mapping[str, Any] | None) -> _When:
         when: _When = {}
-        for name, allowed in value.items():
+        for name, allowed in (value or {}).items():
             if name == key:
                 raise self.fail(key, "condition on itself: when may only name earlier parameters")
             if name not in self.params:
-                raise self.fail(key, self._missing(str(name)))
+                raise self.fail(key, self._missing(name))
             values = tuple(allowed) if isinstance(allowed, list) else (allowed,)
-            if not values:
-                raise self.fail(key, f"condition on {name!r} lists no values")
-            for item in values:
-                if item is not None and not isinstance(item, (str, int, float, bool)):
-                    raise self.fail(key, f"condition on {name!r}: values must be scalars, got {item!r}")
             parent = self.params[name]
             if parent.type == "categorical":
                 for item in values:
@@ -509,7 +480,7 @@ class _Parser:
                         raise self.fail(
                             key, f"condition value {item!r} is not a choice of {name!r} (choices: {choices})"
                         )
-            when[str(name)] = values
+            when[name] = values
         return when
 
     def _missing(self, name: str) -> str:
@@ -518,108 +489,25 @@ class _Parser:
         known = ", ".join(self.params) or "none"
         return f"condition on a missing parameter {name!r} (parameters defined before it: {known})"
 
-    # params
-
-    def parse_params(self, section: dict[Any, Any]) -> list[_Param]:
-        self.all_param_keys = {str(k) for k in section}
-        for key, spec in section.items():
-            self.params[str(key)] = self.param(key, spec)
-        return list(self.params.values())
-
-    def param(self, key: Any, spec: Any) -> _Param:
-        if not isinstance(key, str) or not key.isidentifier() or keyword.iskeyword(key):
+    def param(self, key: str, spec: _schema.FloatParam | _schema.IntParam | _schema.CategoricalParam) -> _Param:
+        if not key.isidentifier() or keyword.iskeyword(key):
             raise self.fail(key, "parameter names must be Python identifiers (expressions use them as names)")
         if key in _RESERVED_NAMES:
             raise self.fail(key, f"{key!r} is a reserved name in expressions; rename the parameter")
-        if not isinstance(spec, dict):
-            raise self.fail(key, f"spec must be a mapping such as {{type: float, low: 0, high: 1}}, got {spec!r}")
-        for name in spec:
-            if name not in _ALL_FIELDS:
-                raise self.fail(key, f"unknown field {name!r}; valid fields: {', '.join(_ALL_FIELDS)}")
-        kind = spec.get("type")
-        if kind is None:
-            raise self.fail(key, f"missing type (one of {', '.join(_TYPES)})")
-        if kind not in _TYPES:
-            raise self.fail(key, f"unknown type {kind!r}; valid types: {', '.join(_TYPES)}")
-        for name in spec:
-            if name not in _FIELDS[kind]:
-                raise self.fail(key, f"field {name!r} does not apply to {kind} parameters")
-        param = _Param(key, kind)
-        if kind == "categorical":
-            self.choices(param, spec)
+        param = _Param(key, spec.type, transform=spec.transform)
+        if spec.type == "categorical":
+            param.labels = tuple(label for label, _ in spec.pairs)
+            param.values = tuple(self.imported(key, value) for _, value in spec.pairs)
         else:
-            self.bounds(param, spec)
-        transform = spec.get("transform")
-        if transform is not None:
-            self.check_transform(param, transform)
-            param.transform = transform
-        to = spec.get("to", key)
+            param.low, param.high, param.log, param.step = spec.low, spec.high, spec.log, spec.step
+        to = spec.to if "to" in spec.model_fields_set else key
         param.dest = None if to is None or to is False else self.dest(key, to)
-        if "when" in spec:
-            param.when = self.when(key, spec["when"])
+        param.when = self.when(key, spec.when)
         return param
-
-    def bounds(self, param: _Param, spec: dict[str, Any]) -> None:
-        key, kind = param.key, param.type
-        for name in ("low", "high"):
-            if name not in spec:
-                raise self.fail(key, f"missing {name} ({kind} parameters need low and high)")
-            value = spec[name]
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise self.fail(key, f"{name} must be a number, got {value!r}")
-            if kind == "int" and not isinstance(value, int):
-                raise self.fail(key, f"{name} must be an integer for an int parameter, got {value!r}")
-            if not math.isfinite(value):
-                raise self.fail(key, f"{name} must be finite, got {value!r}")
-        param.low, param.high = spec["low"], spec["high"]
-        if param.low > param.high:
-            raise self.fail(key, f"low > high ({param.low} > {param.high})")
-        log = spec.get("log", False)
-        if not isinstance(log, bool):
-            raise self.fail(key, f"log must be true or false, got {log!r}")
-        param.log = log
-        step = spec.get("step")
-        if step is not None:
-            if log:
-                raise self.fail(key, "log and step cannot be used together (a log scale has no grid)")
-            if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
-                raise self.fail(key, f"step must be a positive number, got {step!r}")
-            if kind == "int" and not isinstance(step, int):
-                raise self.fail(key, f"step must be an integer for an int parameter, got {step!r}")
-            param.step = step
-        if log and param.low <= 0:
-            raise self.fail(key, f"log scale needs low > 0, got low={param.low}")
-
-    def choices(self, param: _Param, spec: dict[str, Any]) -> None:
-        key = param.key
-        if "choices" not in spec:
-            raise self.fail(key, "missing choices (categorical parameters need a list or a mapping label -> value)")
-        choices = spec["choices"]
-        if isinstance(choices, list):
-            pairs = [(item, item) for item in choices]
-        elif isinstance(choices, dict):
-            pairs = list(choices.items())
-        else:
-            raise self.fail(key, f"choices must be a list or a mapping label -> value, got {choices!r}")
-        if not pairs:
-            raise self.fail(key, "empty choices")
-        labels: list[Any] = []
-        for label, _ in pairs:
-            if label is not None and not isinstance(label, (str, int, float, bool)):
-                raise self.fail(
-                    key,
-                    f"choice {label!r}: Optuna choices must be str, int, float, bool or null;"
-                    " map labels to other values with {label: value}",
-                )
-            if any(_same(label, seen) for seen in labels):
-                raise self.fail(key, f"duplicate choice {label!r}")
-            labels.append(label)
-        param.labels = tuple(labels)
-        param.values = tuple(self.imported(key, value) for _, value in pairs)
 
     def imported(self, key: str, value: Any, what: str = "choice value") -> Any:
         """Return ``value`` with every ``package.module:attr`` string replaced by the object."""
-        if isinstance(value, str) and _DOTTED.match(value):
+        if is_dotted_path(value):
             try:
                 return import_dotted(value)
             except DottedPathError as exc:
@@ -630,51 +518,14 @@ class _Parser:
             return {k: self.imported(key, item, what) for k, item in value.items()}
         return value
 
-    def check_transform(self, param: _Param, transform: Any) -> None:
-        key = param.key
-        if transform not in _TRANSFORMS:
-            raise self.fail(key, f"unknown transform {transform!r}; valid transforms: {', '.join(_TRANSFORMS)}")
-        if transform == "pow2" and param.type != "int":
-            raise self.fail(key, f"transform pow2 needs an int parameter, not {param.type}")
-        if param.type == "categorical":
-            for value in param.values:
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise self.fail(key, f"transform {transform} needs numeric choices, got {value!r}")
-
-    # fixed, derived, user attrs
-
-    def parse_fixed(self, section: dict[Any, Any]) -> list[_Fixed]:
-        entries = []
-        for key, value in section.items():
-            name = str(key)
-            value = self.imported(name, value, "value")
-            entries.append(_Fixed(name, self.dest(name, key), value))
-        return entries
-
-    def parse_exprs(self, section: dict[Any, Any], *, derived: bool) -> list[_Expr]:
+    def expressions(self, section: Mapping[str, str | _schema.Entry], *, derived: bool) -> list[_Expr]:
         entries = []
         for key, spec in section.items():
-            name = str(key)
-            if not derived and (not name.isidentifier() or name in _RESERVED_ATTRS):
-                raise self.fail(name, f"user attribute names must be identifiers other than {_RESERVED_ATTRS}")
-            when: _When = {}
-            if isinstance(spec, dict):
-                for field_name in spec:
-                    if field_name not in _EXPR_FIELDS:
-                        raise self.fail(name, f"unknown field {field_name!r}; valid fields: {', '.join(_EXPR_FIELDS)}")
-                if "value" not in spec:
-                    raise self.fail(name, "missing value (the expression)")
-                if "when" in spec:
-                    when = self.when(name, spec["when"])
-                source = spec["value"]
-            else:
-                source = spec
-            if not isinstance(source, str):
-                hint = " (put constants in fixed:)" if derived else ""
-                raise self.fail(name, f"expression must be a string of Python, got {source!r}{hint}")
-            code = self.compile_expr(name, source)
-            dest = self.dest(name, key) if derived else None
-            entry = _Expr(name, source, code, dest, when)
+            if not derived and (not key.isidentifier() or key in _RESERVED_ATTRS):
+                raise self.fail(key, f"user attribute names must be identifiers other than {_RESERVED_ATTRS}")
+            source, when = (spec, {}) if isinstance(spec, str) else (spec.value, self.when(key, spec.when))
+            code = self.compile_expr(key, source)
+            entry = _Expr(key, source, code, self.dest(key, key) if derived else None, when)
             entries.append(entry)
             if derived and entry.alias is not None:
                 self.derived_aliases.append(entry.alias)
@@ -705,22 +556,6 @@ class _Parser:
                 raise self.fail(key, f"destination {'.'.join(dest)!r} is also set by {owners[dest]!r}")
             owners[dest] = key
 
-    def header(self, data: dict[str, Any]) -> tuple[str, str, frozenset[str] | None]:
-        name = data.get("name", self.path.stem)
-        if not isinstance(name, str) or not name.strip():
-            raise self.fail("name", f"must be a non-empty string, got {name!r}")
-        description = data.get("description", "")
-        if not isinstance(description, str):
-            raise self.fail("description", f"must be a string, got {description!r}")
-        algos = data.get("algos")
-        algo_set: frozenset[str] | None = None
-        if algos is not None:
-            items = [algos] if isinstance(algos, str) else algos
-            if not isinstance(items, list) or not items or not all(isinstance(a, str) and a for a in items):
-                raise self.fail("algos", f"must be an algorithm name or a non-empty list of names, got {algos!r}")
-            algo_set = frozenset(a.lower() for a in items)
-        return name.strip(), description or f"search space from {self.path.name}", algo_set
-
 
 def load_space_file(path: str | Path, *, algo_class: type | None = None) -> YamlSearchSpace:
     """Return the search space in YAML file ``path``, checked whole (raises :class:`SpaceFileError`).
@@ -728,19 +563,28 @@ def load_space_file(path: str | Path, *, algo_class: type | None = None) -> Yaml
     With ``algo_class`` (e.g. ``stable_baselines3.PPO``), every top-level destination must also be
     a keyword argument its constructor accepts.
     """
+    from zoo_ext.spaces import _schema  # pydantic: imported only when a file loads
+
     file = Path(path).expanduser()
-    data = _read(file)
-    parser = _Parser(file, algo_class)
-    name, description, algos = parser.header(data)
-    params = parser.parse_params(parser.section(data, "params"))
-    fixed = parser.parse_fixed(parser.section(data, "fixed"))
-    derived = parser.parse_exprs(parser.section(data, "derived"), derived=True)
-    user_attrs = parser.parse_exprs(parser.section(data, "user_attrs"), derived=False)
+    try:
+        spec = _schema.validate(_read(file))
+    except _schema.SchemaError as exc:
+        raise SpaceFileError(file, exc.key, exc.reason) from None
+    parser = _Parser(file, algo_class, set(spec.params or {}))
+    params = [parser.params.setdefault(key, parser.param(key, p)) for key, p in (spec.params or {}).items()]
+    fixed = [_Fixed(key, parser.dest(key, key), parser.imported(key, value, "value"))
+             for key, value in (spec.fixed or {}).items()]  # fmt: skip
+    derived = parser.expressions(spec.derived or {}, derived=True)
+    user_attrs = parser.expressions(spec.user_attrs or {}, derived=False)
     parser.check_duplicates(
         [(p.key, p.dest, p.when) for p in params]
         + [(f.key, f.dest, {}) for f in fixed]
         + [(d.key, d.dest, d.when) for d in derived]
     )
+    names = [spec.algos] if isinstance(spec.algos, str) else spec.algos
+    algos = None if names is None else frozenset(a.lower() for a in names)
+    name = spec.name or file.stem
+    description = spec.description or f"search space from {file.name}"
     space = YamlSearchSpace(file, name, description, algos, params, fixed, derived, user_attrs)
     logger.debug("loaded search space %r from %s (%d parameters)", name, file, len(params))
     return space
