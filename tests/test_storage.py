@@ -13,7 +13,7 @@ from optuna.storages import GrpcStorageProxy, JournalStorage, RDBStorage, RetryH
 from optuna.trial import TrialState
 
 from zoo_ext import storage
-from zoo_ext.study import study_uid
+from zoo_ext.tracking import study_uid
 
 
 def test_redact_hides_passwords_only() -> None:

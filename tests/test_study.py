@@ -13,7 +13,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from zoo_ext.objectives import RunResult
-from zoo_ext.study import study_uid
+from zoo_ext.tracking import study_uid
 from zoo_ext.trial import step_offset
 
 

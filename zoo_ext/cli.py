@@ -84,20 +84,10 @@ def _mlflow_sync(args: argparse.Namespace) -> int:
     from zoo_ext import options, storage, tracking
 
     try:
-        study = storage.load_existing_study(args.storage, args.study_name, zoo_ext=True)
+        study = storage.load_existing_study(args.storage, args.study_name)
+        tracker = tracking.sync_tracker(study, tracking_uri=args.mlflow_tracking_uri, experiment=args.mlflow_experiment)
     except storage.StudyError as exc:
         options.exit_with_error(exc)
-    attrs = study.user_attrs
-    if tracking.UID_ATTR not in attrs:
-        print(f"zoo_ext: error: study {args.study_name!r} was not created by zoo_ext", file=sys.stderr)
-        return 2
-    tracker = tracking.Tracker(
-        tracking_uri=args.mlflow_tracking_uri,
-        experiment=args.mlflow_experiment or tracking.default_experiment_name(attrs["algo"], attrs["env_id"]),
-        study_name=study.study_name,
-        study_uid=attrs[tracking.UID_ATTR],
-    )
-    tracker.start_study(tracking.study_params(study), tracking.environment_tags())
     if not tracker.enabled:
         return 1
     created = tracking.sync_study(study, tracker)
@@ -124,6 +114,15 @@ def _storage_proxy(args: argparse.Namespace) -> int:
             run_grpc_proxy_server(RDBStorage(args.storage), host=args.host, port=args.port)
     except KeyboardInterrupt:
         pass
+    return 0
+
+
+def _space_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from zoo_ext.spaces import _schema
+
+    print(json.dumps(_schema.json_schema(), indent=2))
     return 0
 
 
@@ -156,13 +155,16 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument("--storage", required=True, help="Optuna storage (URL or journal .log path)")
     sync.add_argument("--study-name", required=True)
     sync.add_argument("--mlflow-tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
-    sync.add_argument("--mlflow-experiment", default=None, help="default: <algo>-<env id>")
+    sync.add_argument(
+        "--mlflow-experiment", default=None, help="default: <algo>-<env id>, or the one zoo_ext.mlflow.track used"
+    )
     proxy = sub.add_parser(
         "storage-proxy", help="serve a database storage to many workers over gRPC (workers: --storage grpc://HOST:PORT)"
     )
     proxy.add_argument("--storage", required=True, help="database URL; the password may come from PGPASSWORD/.pgpass")
     proxy.add_argument("--host", default="0.0.0.0", help="address to listen on (default: all)")
     proxy.add_argument("--port", type=int, default=13000)
+    sub.add_parser("schema", help="print the JSON Schema of YAML search-space files (for editors)")
     return parser
 
 
@@ -173,6 +175,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(_train(argv[1:]))
     args = _parser().parse_args(argv)
     handlers = {"list": _list, "export": _export, "report": _report, "mlflow-sync": _mlflow_sync,
-                "storage-proxy": _storage_proxy}  # fmt: skip
+                "storage-proxy": _storage_proxy, "schema": _space_schema}  # fmt: skip
     handler = handlers[args.command]
     sys.exit(handler(args))

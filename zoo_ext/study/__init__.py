@@ -10,7 +10,7 @@ best trials (:mod:`._reevaluate`), print the summary and write the reports (:mod
 from zoo_ext.study._create import create_study, create_tracker
 from zoo_ext.study._launch import optimize
 from zoo_ext.study._loop import Outcome, consecutive_failures
-from zoo_ext.study._resume import FINGERPRINT_ATTR, fingerprint, resolve_study, study_uid
+from zoo_ext.study._resume import FINGERPRINT_ATTR, fingerprint, resolve_study
 
 __all__ = [
     "FINGERPRINT_ATTR",
@@ -21,5 +21,4 @@ __all__ = [
     "fingerprint",
     "optimize",
     "resolve_study",
-    "study_uid",
 ]

@@ -25,7 +25,6 @@ from zoo_ext.study._resume import (
     check_resume,
     fingerprint,
     joining_seed,
-    study_uid,
 )
 from zoo_ext.trial import Objective, merge_kwargs
 
@@ -127,7 +126,7 @@ def create_study(exp: Experiment) -> tuple[optuna.Study, Objective]:
         study.set_user_attr("budget", budget(exp))
         study.set_user_attr("objectives", list(opts.objectives))
     if tracking.UID_ATTR not in study.user_attrs:
-        study.set_user_attr(tracking.UID_ATTR, study_uid(exp.storage, study.study_name))
+        study.set_user_attr(tracking.UID_ATTR, tracking.study_uid(exp.storage, study.study_name))
     objective = Objective(
         exp,
         space,

@@ -7,8 +7,6 @@ import inspect
 import json
 import logging
 import os
-import re
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +21,6 @@ __all__ = [
     "fingerprint",
     "joining_seed",
     "resolve_study",
-    "study_uid",
 ]
 
 _logger = logging.getLogger("zoo_ext.study")
@@ -149,16 +146,3 @@ def joining_seed(seed: int) -> int:
     derived = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % 2**31
     _logger.info("joining an existing study: this process samples with its own seed %d", derived)
     return derived
-
-
-def study_uid(storage_url: str | None, study_name: str) -> str:
-    """Return the id that ties a study to its MLflow parent run.
-
-    Derived from the storage (without credentials) and the study name, so workers creating the
-    same new study at the same moment store the same id; an in-memory study gets a random one.
-    """
-    if storage_url is None:
-        return uuid.uuid4().hex
-    # Without user info: workers may pass credentials in the URL or through PGPASSWORD/.pgpass.
-    where = os.path.abspath(storage_url) if storage_url.endswith(".log") else re.sub(r"//[^/@]*@", "//", storage_url)
-    return hashlib.sha256(f"{where}|{study_name}".encode()).hexdigest()[:32]

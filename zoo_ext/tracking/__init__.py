@@ -1,0 +1,85 @@
+"""MLflow: one parent run per study, one nested child run per trial, through ``MlflowClient``.
+
+Modules, bottom to top (each imports only those below it):
+
+- ``_mapping``: Optuna → MLflow as pure functions: the run status of a trial state, keys MLflow
+  accepts, a trial's params, metrics and tags (no client, no I/O);
+- ``_client``: the :class:`Tracker`: runs, the error policy (an outage switches tracking off, a
+  refused call is a warning), start-up, the store lock;
+- ``_objective``: objective wrappers giving each trial its run (:class:`TrackedObjective` for a
+  zoo_ext RL study, :class:`RunPerTrial` for any objective);
+- ``_sync``: ``mlflow-sync``, the runs missing for a study's finished trials.
+
+Names: Optuna accepts parameter names MLflow rejects (``net_arch[0]``, ``lr (log)``, empty, over
+250 characters, resolving to ``.`` or ``..``). Such a param, metric or tag key is logged under the
+key :func:`mlflow_key` gives, unique within its run, and the parent run's artifact
+``mlflow_names.json`` maps each original name to its key (``{"params": {name: key}, "metrics":
+..., "tags": ...}``, updated when a trial brings a new one). Param values are cut at 6,000
+characters, tag values at 8,000.
+
+Plain Optuna studies use this package through :func:`zoo_ext.mlflow.track`.
+"""
+
+from __future__ import annotations
+
+from zoo_ext.tracking._client import Tracker, environment_tags, versions
+from zoo_ext.tracking._mapping import (
+    NAMES_ARTIFACT,
+    NUMBER_TAG,
+    PARENT_TAG,
+    ROLE_TAG,
+    STATE_TAG,
+    STATUS,
+    STUDY_TAG,
+    TRACK_ATTR,
+    UID_ATTR,
+    UID_TAG,
+    ZOO,
+    TrialMapping,
+    default_experiment_name,
+    mlflow_key,
+    mlflow_keys,
+    optuna_study_params,
+    study_params,
+    study_uid,
+    trial_params,
+    trial_run_name,
+    value_names,
+)
+from zoo_ext.tracking._objective import Objective, RunPerTrial, TrackedObjective, hyperparams_file, yaml_dump
+from zoo_ext.tracking._sync import OPTUNA_PACKAGES, sync_study, sync_tracker
+
+__all__ = [
+    "NAMES_ARTIFACT",
+    "NUMBER_TAG",
+    "OPTUNA_PACKAGES",
+    "Objective",
+    "PARENT_TAG",
+    "ROLE_TAG",
+    "STATE_TAG",
+    "STATUS",
+    "STUDY_TAG",
+    "TRACK_ATTR",
+    "UID_ATTR",
+    "UID_TAG",
+    "ZOO",
+    "RunPerTrial",
+    "TrackedObjective",
+    "Tracker",
+    "TrialMapping",
+    "default_experiment_name",
+    "environment_tags",
+    "hyperparams_file",
+    "mlflow_key",
+    "mlflow_keys",
+    "optuna_study_params",
+    "study_params",
+    "study_uid",
+    "sync_study",
+    "sync_tracker",
+    "trial_params",
+    "trial_run_name",
+    "value_names",
+    "versions",
+    "yaml_dump",
+]

@@ -1,0 +1,461 @@
+"""The :class:`Tracker`: a study's parent run and its trials' child runs through one ``MlflowClient``.
+
+Every run is addressed by id (never through the fluent API's per-thread active run), so threads
+and worker processes log side by side. Error policy: a connection failure (the server or database
+cannot be reached, a 5xx answer) logs one warning and switches tracking off for this process; a
+call MLflow rejects (an invalid value, a run that already exists, ...) is a warning and tracking
+goes on; any error while the tracker starts leaves the study untracked, with one warning. A SQLite
+store is opened under a file lock (``<database>.lock``): MLflow breaks a new store that two
+processes create at the same moment.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from zoo_ext.storage import redact
+from zoo_ext.tracking._mapping import (
+    NAMES_ARTIFACT,
+    NUMBER_TAG,
+    PARENT_TAG,
+    ROLE_TAG,
+    STATE_TAG,
+    STATUS,
+    STUDY_TAG,
+    UID_TAG,
+    ZOO,
+    TrialMapping,
+    closing_tags,
+    mlflow_keys,
+    text,
+    trial_metrics,
+    trial_params,
+    trial_run_name,
+    trial_tags,
+)
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param, Run, RunTag
+
+_logger = logging.getLogger("zoo_ext.tracking")
+
+#: Params or tags per ``log_batch`` call (MLflow's limit).
+_BATCH = 100
+#: HTTP statuses of the MLflow errors that reject one call (invalid value, already exists, not found, conflict).
+_REJECTED = frozenset({400, 404, 409})
+#: Seconds to wait for another process creating the same SQLite store (creation takes about 7 s).
+_STORE_LOCK_TIMEOUT = 300
+#: The packages whose versions tag a parent run.
+PACKAGES = ("zoo_ext", "rl_zoo3", "stable_baselines3", "sb3_contrib", "optuna", "torch", "mlflow", "gymnasium")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Return True for a failure to reach MLflow (connection, database, 5xx), False for a rejected call."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, MlflowException):
+        return exc.get_http_status_code() not in _REJECTED
+    return isinstance(exc, OSError)
+
+
+def first_line(exc: BaseException) -> str:
+    """Return the first line of ``exc``'s message (its type when empty), passwords redacted."""
+    return redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Hold ``<database>.lock`` while a ``sqlite:///`` store is opened (and maybe created); other URIs: no lock."""
+    database = None
+    if uri.startswith("sqlite:///"):
+        from sqlalchemy.engine import make_url
+
+        database = make_url(uri).database
+    if not database or database == ":memory:":
+        yield
+        return
+    from filelock import FileLock
+
+    with FileLock(f"{database}.lock", timeout=_STORE_LOCK_TIMEOUT):
+        yield
+
+
+def versions(packages: Iterable[str] = PACKAGES) -> dict[str, str]:
+    """Return the installed versions of ``packages`` (default: zoo_ext and the libraries a study depends on)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in packages:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def environment_tags(packages: Iterable[str] = PACKAGES) -> dict[str, str]:
+    """Return tags describing the process that ran the study: package versions and its pid."""
+    return {f"version.{name}": value for name, value in versions(packages).items()} | {"host.pid": str(os.getpid())}
+
+
+class Tracker:
+    """Logs one study to MLflow. Create it before ``study.optimize``: it never raises.
+
+    ``enabled`` is False when MLflow could not be set up (one warning was logged) or became
+    unreachable. ``mapping`` says what of a trial its run gets (:class:`TrialMapping`); the parent
+    run is named ``run_name`` (default: the study's name).
+    """
+
+    client: MlflowClient
+
+    def __init__(
+        self,
+        *,
+        tracking_uri: str | None,
+        experiment: str,
+        study_name: str,
+        study_uid: str,
+        log_models: bool = False,
+        mapping: TrialMapping = ZOO,
+        run_name: str | None = None,
+    ) -> None:
+        self.tracking_uri = tracking_uri or "the default tracking URI"
+        self.experiment_name = experiment
+        self.study_name = study_name
+        self.study_uid = study_uid
+        self.log_models = log_models
+        self.mapping = mapping
+        self.run_name = run_name or study_name
+        self.enabled = False
+        self.experiment_id = ""
+        self.parent_run_id = ""
+        self._lock = threading.Lock()
+        self._names_lock = threading.Lock()
+        self._warned = False
+        self._rejections: set[str] = set()
+        #: kind (params, metrics, tags) → original name → MLflow key, for the names MLflow would reject.
+        self._renamed: dict[str, dict[str, str]] = {}
+        self._renamed_saved = True
+        try:
+            import mlflow
+            from mlflow import MlflowClient
+
+            self.tracking_uri = tracking_uri or mlflow.get_tracking_uri()
+            if self._reachable():
+                with _store_lock(self.tracking_uri):
+                    self.client = MlflowClient(tracking_uri=self.tracking_uri)
+                    self._set_up()
+                self.enabled = True
+        except Exception as exc:  # noqa: BLE001 - MLflow failing at start-up must not stop the study
+            self._warn(exc)
+
+    def _reachable(self) -> bool:
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return True
+        try:
+            with urllib.request.urlopen(f"{self.tracking_uri.rstrip('/')}/health", timeout=5):
+                return True
+        except OSError as exc:
+            self._warn(exc)
+            return False
+
+    def _warn(self, exc: BaseException) -> None:
+        """Say once that this process tracks no more, why, and how to log the study later."""
+        if not self._warned:
+            self._warned = True
+            _logger.warning(
+                "MLflow at %s %s (%s): the study goes on without tracking; run "
+                "`python -m zoo_ext mlflow-sync --storage ... --study-name %s` later to log it",
+                redact(self.tracking_uri),
+                "is unavailable" if is_outage(exc) else "cannot be used",
+                first_line(exc),
+                self.study_name,
+            )
+
+    def _attempt(self, fn: Callable[..., Any], *args: Any, quiet: bool = False, **kwargs: Any) -> tuple[bool, Any]:
+        """Run an MLflow call; return (True, its result), or (False, None) if tracking is off or the call failed.
+
+        A connection failure switches tracking off for this process (one warning); a call MLflow
+        rejects is logged as a warning (unless ``quiet``) and tracking stays on.
+        """
+        if not self.enabled:
+            return False, None
+        try:
+            return True, fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a tracking failure must not stop the study
+            if is_outage(exc):
+                self.enabled = False
+                self._warn(exc)
+            elif not quiet:
+                message = first_line(exc)
+                with self._lock:
+                    new = message not in self._rejections
+                    self._rejections.add(message)
+                if new:
+                    _logger.warning("MLflow: %s failed (%s); tracking goes on", getattr(fn, "__name__", fn), message)
+            return False, None
+
+    def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run an MLflow call under the error policy (see :meth:`_attempt`); return its result or None."""
+        return self._attempt(fn, *args, **kwargs)[1]
+
+    def _set_up(self) -> None:
+        experiment = self.client.get_experiment_by_name(self.experiment_name)
+        if experiment is None:
+            try:
+                self.experiment_id = self.client.create_experiment(self.experiment_name)
+            except Exception:
+                experiment = self.client.get_experiment_by_name(self.experiment_name)
+                if experiment is None:
+                    raise
+                self.experiment_id = experiment.experiment_id
+        else:
+            self.experiment_id = experiment.experiment_id
+
+    def _study_runs(self) -> list[Run]:
+        query = f"tags.`{ROLE_TAG}` = 'study' and tags.`{UID_TAG}` = '{self.study_uid}'"
+        runs = self.client.search_runs([self.experiment_id], query)
+        return sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))
+
+    def start_study(self, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
+        """Find or create the study's parent run; every worker converges on the oldest one.
+
+        Any error here leaves tracking off for this process, with one warning.
+        """
+        if not self.enabled:
+            return
+        try:
+            created = self._start_study(tags)
+        except Exception as exc:  # noqa: BLE001 - MLflow failing at start-up must not stop the study
+            self.enabled = False
+            self._warn(exc)
+            return
+        if created:
+            from mlflow.entities import RunTag
+
+            self._log(self.parent_run_id, params=self._params(params), tags=[RunTag("mlflow.source.name", "zoo_ext")])
+            self._save_renamed()
+
+    def _start_study(self, tags: Mapping[str, str]) -> bool:
+        """Set ``parent_run_id``; return True if this process created the parent run."""
+        runs = self._study_runs()
+        if runs:
+            self.parent_run_id = runs[0].info.run_id
+            if runs[0].info.status != "RUNNING":
+                self.client.update_run(self.parent_run_id, status="RUNNING")
+            return False
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=self.run_name,
+            tags={ROLE_TAG: "study", STUDY_TAG: self.study_name, UID_TAG: self.study_uid, **tags},
+        )
+        runs = self._study_runs()
+        self.parent_run_id = runs[0].info.run_id if runs else run.info.run_id
+        if self.parent_run_id != run.info.run_id:  # another worker won the race
+            self.client.delete_run(run.info.run_id)
+            return False
+        return True
+
+    def end_study(self, status: str = "FINISHED") -> None:
+        """Mark the parent run ended (it is reopened when the study resumes)."""
+        if self.parent_run_id:
+            self.call(self.client.set_terminated, self.parent_run_id, status)
+
+    def close_stale_runs(self, study: optuna.Study) -> None:
+        """Close RUNNING trial runs of trials that are no longer running (a crashed worker's)."""
+        self.call(self._close_stale_runs, study)
+
+    def _close_stale_runs(self, study: optuna.Study) -> None:
+        trials = {str(t.number): t for t in study.get_trials(deepcopy=False)}
+        query = (
+            f"tags.`{UID_TAG}` = '{self.study_uid}' and tags.`{ROLE_TAG}` = 'trial' and attributes.status = 'RUNNING'"
+        )
+        for run in self.client.search_runs([self.experiment_id], query):
+            trial = trials.get(run.data.tags.get(NUMBER_TAG, ""))
+            if trial is not None and trial.state.is_finished():
+                for key, value in closing_tags(trial).items():
+                    self.client.set_tag(run.info.run_id, key, value)
+                self.client.set_terminated(run.info.run_id, STATUS[trial.state])
+
+    def start_trial(self, number: int, *, start_time: int | None = None, tags: Mapping[str, str] | None = None) -> str:
+        """Create trial ``number``'s child run (status RUNNING); return its id ('' when off or refused)."""
+        if not self.enabled:
+            return ""
+        run = self.call(
+            self.client.create_run,
+            self.experiment_id,
+            start_time,
+            {**self._trial_tags(number), STATE_TAG: "RUNNING", **(tags or {})},
+            trial_run_name(number),
+        )
+        return run.info.run_id if run is not None else ""
+
+    def _trial_tags(self, number: int) -> dict[str, str]:
+        return {
+            PARENT_TAG: self.parent_run_id,
+            STUDY_TAG: self.study_name,
+            UID_TAG: self.study_uid,
+            NUMBER_TAG: str(number),
+            ROLE_TAG: "trial",
+        }
+
+    def end_trial(
+        self,
+        run_id: str,
+        trial: FrozenTrial | optuna.Trial,
+        state: TrialState,
+        values: Sequence[float] | None,
+        artifacts: Mapping[str, Path] | None = None,
+        *,
+        status: str | None = None,
+        reason: str | None = None,
+        end_time: int | None = None,
+    ) -> None:
+        """Log the trial's params, curve, values and tags, upload ``artifacts``, then close the run.
+
+        ``state`` is the trial's final Optuna state (tag ``optuna.trial_state``); ``status`` the
+        run's status when it is not the state's (KILLED for an interrupted trial Optuna records as
+        FAIL); ``reason`` why the trial failed when its user attribute ``fail_reason`` does not say.
+        Each step is tried on its own, so a rejected param still leaves the run closed.
+        """
+        if not run_id:
+            return
+        data = self.call(self.trial_data, trial, state, values, reason=reason)
+        if data is not None:
+            self._log(run_id, *data)
+        for path in (artifacts or {}).values():
+            self.call(self.client.log_artifact, run_id, str(path))
+        self.call(self.client.set_terminated, run_id, status or STATUS[state], end_time)
+        self._save_renamed()
+
+    def _log(
+        self,
+        run_id: str,
+        metrics: Sequence[Metric] = (),
+        params: Sequence[Param] = (),
+        tags: Sequence[RunTag] = (),
+    ) -> None:
+        """Log in batches within MLflow's limits; a rejected batch is logged again item by item (the rest gets in)."""
+        for start in range(0, max(len(metrics), len(params), len(tags)), _BATCH):
+            chunk = (metrics[start : start + _BATCH], params[start : start + _BATCH], tags[start : start + _BATCH])
+            done, _ = self._attempt(self.client.log_batch, run_id, *chunk, quiet=True)
+            if done or not self.enabled:
+                continue
+            for metric in chunk[0]:
+                self.call(self.client.log_batch, run_id, metrics=[metric])
+            for param in chunk[1]:
+                self.call(self.client.log_batch, run_id, params=[param])
+            for tag in chunk[2]:
+                self.call(self.client.log_batch, run_id, tags=[tag])
+
+    def _keys(self, kind: str, names: Iterable[str]) -> dict[str, str]:
+        """Return :func:`mlflow_keys` of ``names``; remember the renamed ones for :data:`NAMES_ARTIFACT`."""
+        keys = mlflow_keys(names)
+        renamed = {name: key for name, key in keys.items() if name != key}
+        if renamed:
+            with self._lock:
+                known = self._renamed.setdefault(kind, {})
+                if any(name not in known for name in renamed):
+                    self._renamed_saved = False
+                for name, key in renamed.items():
+                    known.setdefault(name, key)
+        return keys
+
+    def _params(self, params: Mapping[str, Any]) -> list[Param]:
+        from mlflow.entities import Param
+
+        keys = self._keys("params", params)
+        return [Param(keys[name], text(value)) for name, value in params.items()]
+
+    def _save_renamed(self) -> None:
+        """Merge the renamed names into the parent run's :data:`NAMES_ARTIFACT` (when new ones came)."""
+        if self._renamed_saved or not self.parent_run_id or not self.enabled:
+            return
+        with self._names_lock:
+            with self._lock:
+                names = {kind: dict(mapping) for kind, mapping in self._renamed.items()}
+                self._renamed_saved = True
+            self.call(self._upload_renamed, names)
+
+    def _upload_renamed(self, names: dict[str, dict[str, str]]) -> None:
+        with tempfile.TemporaryDirectory(prefix="zoo_ext_") as tmp:
+            if any(item.path == NAMES_ARTIFACT for item in self.client.list_artifacts(self.parent_run_id)):
+                saved = self.client.download_artifacts(self.parent_run_id, NAMES_ARTIFACT, tmp)
+                for kind, mapping in json.loads(Path(saved).read_text()).items():
+                    names[kind] = {**mapping, **names.get(kind, {})}
+            path = Path(tmp) / NAMES_ARTIFACT
+            path.write_text(json.dumps(names, indent=2, sort_keys=True))
+            self.client.log_artifact(self.parent_run_id, str(path))
+
+    def trial_data(
+        self,
+        trial: FrozenTrial | optuna.Trial,
+        state: TrialState,
+        values: Sequence[float] | None,
+        *,
+        reason: str | None = None,
+    ) -> tuple[list[Metric], list[Param], list[RunTag]]:
+        """Return (metrics, params, tags) of a trial for ``MlflowClient.log_batch``, keys MLflow accepts."""
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        points = trial_metrics(trial, values, self.mapping)
+        tags = trial_tags(trial, state, reason, self.mapping)
+        metric_keys = self._keys("metrics", (name for name, _, _ in points))
+        tag_keys = self._keys("tags", tags)
+        metrics = [Metric(metric_keys[name], value, now, step) for name, value, step in points]
+        params = self._params(trial_params(trial, self.mapping))
+        return metrics, params, [RunTag(tag_keys[k], v) for k, v in tags.items()]
+
+    def log_study_artifacts(self, folder: Path) -> None:
+        """Upload every file of ``folder`` to the parent run."""
+        if self.parent_run_id:
+            self.call(self.client.log_artifacts, self.parent_run_id, str(folder))
+
+    def log_test_scores(
+        self, number: int, scores: Mapping[str, Sequence[float]], aggregate: Mapping[str, float]
+    ) -> None:
+        """Log a re-evaluated trial's test scores (one step per fresh seed) to its run."""
+        self.call(self._log_test_scores, number, scores, aggregate)
+
+    def _log_test_scores(
+        self, number: int, scores: Mapping[str, Sequence[float]], aggregate: Mapping[str, float]
+    ) -> None:
+        from mlflow.entities import Metric
+
+        query = f"tags.`{UID_TAG}` = '{self.study_uid}' and tags.`{NUMBER_TAG}` = '{number}'"
+        runs = self.client.search_runs([self.experiment_id], query)
+        if not runs:
+            return
+        now = int(time.time() * 1000)
+        points = [(f"test/{name}", float(v), i) for name, values in scores.items() for i, v in enumerate(values)]
+        points += [(f"test_score/{name}", float(v), 0) for name, v in aggregate.items()]
+        keys = self._keys("metrics", (name for name, _, _ in points))
+        self._log(runs[0].info.run_id, [Metric(keys[name], value, now, step) for name, value, step in points])
+        self._save_renamed()
+
+    def logged_trial_numbers(self) -> set[int]:
+        """Return the trial numbers that already have a run in this study's experiment."""
+        query = f"tags.`{UID_TAG}` = '{self.study_uid}' and tags.`{ROLE_TAG}` = 'trial'"
+        numbers: set[int] = set()
+        token = None
+        while True:
+            page = self.client.search_runs([self.experiment_id], query, max_results=1000, page_token=token)
+            numbers.update(int(run.data.tags[NUMBER_TAG]) for run in page if NUMBER_TAG in run.data.tags)
+            token = page.token
+            if not token:
+                return numbers
