@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 import textwrap
 import warnings
 from pathlib import Path
@@ -69,7 +70,7 @@ def test_trial_id_and_export_round_trip(workdir: Path, number: int) -> None:
     from_trial, _ = _trained(workdir, "a")
     assert from_trial == expected
 
-    run(["python", "-m", "zoo_ext", "export", "--storage", "study.log", "--study-name", "s",
+    run([sys.executable, "-m", "zoo_ext", "export", "--storage", "study.log", "--study-name", "s",
          "--trial", str(number), "-o", "out.yml"], workdir)  # fmt: skip
     entry = yaml.safe_load((workdir / "out.yml").read_text())["CartPole-v1"]
     assert entry["n_envs"] == 1 and "zoo_ext" not in entry
@@ -93,8 +94,8 @@ def test_trial_id_and_export_round_trip(workdir: Path, number: int) -> None:
 def test_export_defaults_to_best_trial(workdir: Path) -> None:
     args = [*optimize_args("ppo", "CartPole-v1", n=128, trials=2), "--sampler", "random", "--pruner", "none"]
     run([*STOCK, *args, "-params", "n_envs:1"], workdir)
-    out = run(["python", "-m", "zoo_ext", "export", "--storage", "study.log", "--study-name", "s", "-o", "best.yml"],
-              workdir).stdout  # fmt: skip
+    export = [sys.executable, "-m", "zoo_ext", "export", "--storage", "study.log", "--study-name", "s"]
+    out = run([*export, "-o", "best.yml"], workdir).stdout
     best = load(workdir).best_trial
     assert f"Wrote trial {best.number} " in out
     entry = yaml.safe_load((workdir / "best.yml").read_text())["CartPole-v1"]

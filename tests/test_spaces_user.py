@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ def test_user_space_is_the_one_sampled(
 
 @pytest.mark.slow
 def test_list_shows_entry_point_and_registered_spaces(workdir: Path, user_site: Path) -> None:
-    out = run(["python", "-m", "zoo_ext", "list", "--algo", "ppo"], workdir, env=_env(user_site)).stdout
+    out = run([sys.executable, "-m", "zoo_ext", "list", "--algo", "ppo"], workdir, env=_env(user_site)).stdout
     assert "gamma-ep [ppo]" in out and "entry point myspaces:gamma_only (myspaces-plugin)" in out
     assert "Gamma only (for the entry point and dotted-path tests)." in out
     assert "zoo [ppo]" in out and "tpe" in out and "wilcoxon" in out

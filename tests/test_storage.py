@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import socket
 import subprocess
 import sys
@@ -40,7 +41,9 @@ def test_open_storage_kinds(tmp_path: Path) -> None:
     assert isinstance(plain, RDBStorage) and plain.get_heartbeat_interval() is None
     rdb = storage.open_storage(url, heartbeat_interval=5, grace_period=11, retries=2)
     assert isinstance(rdb, RDBStorage) and rdb.get_heartbeat_interval() == 5 and rdb.grace_period == 11
-    assert isinstance(rdb.heartbeat_stale_trial_callback, RetryHeartbeatStaleTrialCallback)
+    retry = rdb.heartbeat_stale_trial_callback  # zoo_ext's retry: Optuna's, without the failed run's user attrs
+    assert isinstance(retry, functools.partial) and retry.func is storage.retry_trial
+    assert retry.keywords == {"max_retry": 2}
     assert isinstance(storage.open_storage("grpc://127.0.0.1:13001"), GrpcStorageProxy)
     with pytest.raises(ValueError, match="grpc://HOST:PORT"):
         storage.open_storage("grpc://nowhere")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,7 +69,7 @@ def test_disable_gives_stock_trial_parameters(workdir: Path) -> None:
 
 def test_python_m_zoo_ext_train_is_the_same_command(workdir: Path) -> None:
     args = [*optimize_args("ppo", "CartPole-v1", n=128, trials=1), "--sampler", "random", "--search-space", "zoo"]
-    proc = run(["python", "-m", "zoo_ext", "train", *args], workdir, env={"ZOO_EXT_DISABLE": "1"})
+    proc = run([sys.executable, "-m", "zoo_ext", "train", *args], workdir, env={"ZOO_EXT_DISABLE": "1"})
     assert "Sampler: RandomSampler" in proc.stdout
     assert load(workdir).trials[0].user_attrs["search_space"] == "zoo"
 
