@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from zoo_ext.registry import Registry, build, check_kwargs
+from zoo_ext.registry import Registry, build, check_kwargs, kwargs_target
 
 if TYPE_CHECKING:
     from optuna.pruners import BasePruner
@@ -128,16 +128,6 @@ def create_pruner(name: str, kwargs: dict[str, Any], *, n_startup_trials: int, n
     listing the keyword arguments it takes (for a built-in, those of its Optuna class).
     """
     factory = PRUNERS.get(name)
-    check_kwargs(name, _kwargs_target(factory), kwargs)
+    check_kwargs(name, kwargs_target(factory, _OPTUNA_CLASSES, "optuna.pruners"), kwargs)
     context = {"n_startup_trials": n_startup_trials, "n_evaluations": n_evaluations}
     return build(factory, name, context, kwargs)
-
-
-def _kwargs_target(factory: PrunerFactory) -> PrunerFactory:
-    """Return what receives the user's keyword arguments: a built-in's Optuna class, else ``factory`` itself."""
-    class_name = _OPTUNA_CLASSES.get(factory)
-    if class_name is None:
-        return factory
-    import optuna.pruners
-
-    return getattr(optuna.pruners, class_name)  # type: ignore[no-any-return]

@@ -20,7 +20,7 @@ import inspect
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -35,6 +35,7 @@ __all__ = [
     "DOTTED_PATH",
     "import_dotted",
     "is_dotted_path",
+    "kwargs_target",
 ]
 
 T = TypeVar("T")
@@ -128,6 +129,12 @@ DOTTED_PATH = re.compile(rf"{_IDENTIFIERS}:{_IDENTIFIERS}")
 def is_dotted_path(value: Any) -> bool:
     """Return True if ``value`` is a string of the form ``package.module:attribute`` (see :data:`DOTTED_PATH`)."""
     return isinstance(value, str) and DOTTED_PATH.fullmatch(value) is not None
+
+
+def kwargs_target(factory: Any, optuna_classes: Mapping[Any, str], module: str) -> Any:
+    """Return what receives a user's keyword arguments: a built-in's Optuna class (in ``module``), else ``factory``."""
+    class_name = optuna_classes.get(factory)
+    return factory if class_name is None else getattr(importlib.import_module(module), class_name)
 
 
 def import_dotted(path: str) -> Any:

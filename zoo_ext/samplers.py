@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo_ext.registry import Registry, build, check_kwargs
+from zoo_ext.registry import Registry, build, check_kwargs, kwargs_target
 
 if TYPE_CHECKING:
     from optuna.samplers import BaseSampler
@@ -332,7 +332,7 @@ def create_sampler(
     listing the keyword arguments it takes (for a built-in, those of its Optuna class).
     """
     factory = _hub_factory(name, hub_registry) if name.startswith(HUB_PREFIX) else SAMPLERS.get(name)
-    check_kwargs(name, _kwargs_target(factory), kwargs)
+    check_kwargs(name, kwargs_target(factory, _OPTUNA_CLASSES, "optuna.samplers"), kwargs)
     context = {
         "seed": seed,
         "n_startup_trials": n_startup_trials,
@@ -341,13 +341,3 @@ def create_sampler(
         "hub_registry": hub_registry,
     }
     return build(factory, name, context, kwargs)
-
-
-def _kwargs_target(factory: SamplerFactory) -> SamplerFactory:
-    """Return what receives the user's keyword arguments: a built-in's Optuna class, else ``factory`` itself."""
-    class_name = _OPTUNA_CLASSES.get(factory)
-    if class_name is None:
-        return factory
-    import optuna.samplers
-
-    return getattr(optuna.samplers, class_name)  # type: ignore[no-any-return]
