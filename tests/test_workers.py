@@ -138,4 +138,10 @@ def test_signals_interrupt_names_the_first_signal_and_ignores_later_ones(sig: si
             os.kill(os.getpid(), signal.SIGINT)  # while recording the trial: ignored
             signal.sigtimedwait([], 0.1)
     assert caught.value.signal_name == sig.name and isinstance(caught.value, KeyboardInterrupt)
-    assert signal.getsignal(signal.SIGTERM) is before
+    os.kill(os.getpid(), signal.SIGTERM)  # after the block too: the process is stopping, later signals are ignored
+    signal.sigtimedwait([], 0.1)
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, before if stop == signal.SIGTERM else signal.default_int_handler)
+    with signals_interrupt():
+        pass
+    assert signal.getsignal(signal.SIGTERM) is before  # not interrupted: the handlers are restored

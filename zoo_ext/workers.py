@@ -110,7 +110,7 @@ class Interrupted(KeyboardInterrupt):
 
 @contextlib.contextmanager
 def signals_interrupt() -> Iterator[None]:
-    """Turn the first SIGINT or SIGTERM into :class:`Interrupted` while the block runs.
+    """Turn the first SIGINT or SIGTERM into :class:`Interrupted` while the block runs; ignore later ones.
 
     SIGTERM (a scheduler's pre-emption, ``kill``) would otherwise end the process on the spot,
     leaving its trial RUNNING and its MLflow run open; as an interrupt, the trial is recorded as
@@ -136,5 +136,9 @@ def signals_interrupt() -> Iterator[None]:
     try:
         yield
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        # Once interrupted the process is stopping: the handler stays, so a signal arriving while it
+        # writes its summary and exits (Ctrl-C reaches a worker from the terminal and its launcher)
+        # is ignored, and the process ends with its own exit status, 130 or 143.
+        if not stopping:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
