@@ -7,6 +7,9 @@ cd "$(dirname "$0")/.."
 source scripts/_python.sh
 bash scripts/setup.sh
 python_shown="${PYTHON#"$PWD/"}"
+# optuna-dashboard (a dependency) has no "python -m" entry: its console script sits next to the interpreter.
+dashboard="$("$PYTHON" -c 'import pathlib, sys; print(pathlib.Path(sys.executable).with_name("optuna-dashboard"))')"
+dashboard_shown="${dashboard#"$PWD/"}"
 mkdir -p demo
 cd demo
 "$PYTHON" -m rl_zoo3.train --algo ppo --env Pendulum-v1 -optimize \
@@ -17,5 +20,5 @@ cd demo
 cat <<TXT
 Re-train the best trial:  $python_shown -m rl_zoo3.train --algo ppo --env Pendulum-v1 --conf-file demo/best.yml
 Browse the trials:        $python_shown -m mlflow ui --backend-store-uri sqlite:///demo/mlflow.db   (experiment ppo-Pendulum-v1)
-Optuna dashboard:         optuna-dashboard sqlite:///demo/demo.db
+Optuna dashboard:         $dashboard_shown sqlite:///demo/demo.db   (then open http://127.0.0.1:8080)
 TXT

@@ -36,6 +36,7 @@ def _list(args: argparse.Namespace) -> int:
     for kind, registry in (("sampler", SAMPLERS), ("pruner", PRUNERS), ("objective", OBJECTIVES)):
         rows.extend((kind, e.name, e.source, e.description) for e in registry.entries())
     rows.append(("sampler", "hub:PACKAGE", "OptunaHub", "any OptunaHub sampler package (cache or --hub-registry)"))
+    rows.append(("pruner", "hub:PACKAGE", "OptunaHub", "any OptunaHub pruner package (cache or --hub-registry)"))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])

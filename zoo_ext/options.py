@@ -150,7 +150,7 @@ OPTIONS: tuple[Option, ...] = (
         "hub_registry",
         "--hub-registry",
         None,
-        "Local OptunaHub registry folder (holding samplers/<name>/...) for hub: and auto, no network needed",
+        "Local OptunaHub registry folder (holding samplers/<name>/..., pruners/<name>/...) for hub: and auto",
     ),
 )
 _BY_DEST = {option.dest: option for option in OPTIONS}
@@ -302,17 +302,18 @@ def resolve(args: argparse.Namespace, block: Any, *, algo: str) -> ZooOptions:
 
 def check(options: ZooOptions, *, algo: str) -> None:
     """Raise :class:`OptionError` if a name in ``options`` does not resolve or an objective is unusable."""
+    from zoo_ext.hub import HubError
     from zoo_ext.objectives import ObjectiveError, resolve_objectives
-    from zoo_ext.pruners import PRUNERS
+    from zoo_ext.pruners import check_pruner_name
     from zoo_ext.registry import DottedPathError, UnknownNameError
-    from zoo_ext.samplers import HubError, check_sampler_name
+    from zoo_ext.samplers import check_sampler_name
     from zoo_ext.spaces import SEARCH_SPACES
     from zoo_ext.spaces._probe import InvalidSearchSpaceError
 
     try:
         SEARCH_SPACES.check(options.search_space, algo)
         check_sampler_name(options.sampler)
-        PRUNERS.check(options.pruner)
+        check_pruner_name(options.pruner)
         resolve_objectives(options.objectives)
     except (UnknownNameError, DottedPathError, InvalidSearchSpaceError, HubError, ObjectiveError) as exc:
         raise OptionError(str(exc)) from exc

@@ -1,4 +1,4 @@
-"""Optuna pruner factories.
+"""Optuna pruner factories: built-ins and ``hub:PACKAGE`` (OptunaHub, offline-first, see :mod:`zoo_ext.hub`).
 
 A pruner factory is any callable returning an ``optuna.pruners.BasePruner``. It receives the
 ``--pruner-kwargs`` plus whichever of ``n_startup_trials`` and ``n_evaluations`` (the number of
@@ -18,12 +18,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from zoo_ext.hub import HUB_PREFIX, load_hub_class, parse_hub_spec
 from zoo_ext.registry import Registry, build, check_kwargs, kwargs_target
 
 if TYPE_CHECKING:
     from optuna.pruners import BasePruner
 
-__all__ = ["PRUNERS", "PrunerFactory", "create_pruner", "register_pruner"]
+__all__ = ["PRUNERS", "PrunerFactory", "check_pruner_name", "create_pruner", "register_pruner"]
 
 PrunerFactory = Callable[..., "BasePruner"]
 
@@ -121,13 +122,30 @@ def register_pruner(name: str, *, description: str | None = None) -> Callable[[P
     return decorator
 
 
-def create_pruner(name: str, kwargs: dict[str, Any], *, n_startup_trials: int, n_evaluations: int) -> BasePruner:
+def check_pruner_name(name: str) -> None:
+    """Raise if ``name`` is neither ``hub:...`` nor a resolvable pruner name."""
+    if name.startswith(HUB_PREFIX):
+        parse_hub_spec(name, "pruner")
+    else:
+        PRUNERS.check(name)
+
+
+def create_pruner(
+    name: str, kwargs: dict[str, Any], *, n_startup_trials: int, n_evaluations: int, hub_registry: str | None = None
+) -> BasePruner:
     """Return the pruner ``name`` built with ``kwargs`` and the study's evaluation budget.
 
-    A key of ``kwargs`` the pruner does not take raises :class:`~zoo_ext.registry.FactoryError`
-    listing the keyword arguments it takes (for a built-in, those of its Optuna class).
+    ``hub:[pruners/]PACKAGE[:Class]`` loads an OptunaHub pruner (``hub_registry``: a local registry
+    folder, looked in first). A key of ``kwargs`` the pruner does not take raises
+    :class:`~zoo_ext.registry.FactoryError` listing the keyword arguments it takes (for a built-in,
+    those of its Optuna class).
     """
-    factory = PRUNERS.get(name)
+    if name.startswith(HUB_PREFIX):
+        from optuna.pruners import BasePruner
+
+        factory = load_hub_class(name, BasePruner, kind="pruner", hub_registry=hub_registry)
+    else:
+        factory = PRUNERS.get(name)
     check_kwargs(name, kwargs_target(factory, _OPTUNA_CLASSES, "optuna.pruners"), kwargs)
     context = {"n_startup_trials": n_startup_trials, "n_evaluations": n_evaluations}
     return build(factory, name, context, kwargs)

@@ -1,4 +1,4 @@
-"""Optuna sampler factories: built-ins, ``auto``, ``hub:PACKAGE`` (OptunaHub, offline-first).
+"""Optuna sampler factories: built-ins, ``auto``, ``hub:PACKAGE`` (OptunaHub, offline-first, see :mod:`zoo_ext.hub`).
 
 A sampler factory is any callable returning an ``optuna.samplers.BaseSampler``. It receives the
 keyword arguments the user passed with ``--sampler-kwargs`` plus whichever of these its
@@ -19,12 +19,10 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
-import os
-import types
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zoo_ext.hub import HUB_PREFIX, HubError, load_hub_class, load_hub_package, parse_hub_spec
 from zoo_ext.registry import Registry, build, check_kwargs, kwargs_target
 
 if TYPE_CHECKING:
@@ -33,26 +31,19 @@ if TYPE_CHECKING:
     from zoo_ext.spaces._probe import SpaceInfo
 
 __all__ = [
-    "HUB_PREFIX",
     "SAMPLERS",
     "HubError",
     "SamplerFactory",
     "check_sampler_name",
     "create_sampler",
-    "load_hub_package",
     "register_sampler",
 ]
 
 _logger = logging.getLogger(__name__)
 
-HUB_PREFIX = "hub:"
 SamplerFactory = Callable[..., "BaseSampler"]
 #: GP is picked by the offline ``auto`` fallback for all-numeric spaces up to this many parameters.
 GP_MAX_PARAMS = 10
-
-
-class HubError(RuntimeError):
-    """An OptunaHub package could not be loaded (not cached, no registry folder, no network)."""
 
 
 def _require(sampler: str, *modules: str) -> None:
@@ -235,85 +226,18 @@ def register_sampler(name: str, *, description: str | None = None) -> Callable[[
     return decorator
 
 
-def _hub_package(spec: str) -> tuple[str, str | None]:
-    """Split ``hub:[category/]name[:Class]`` into (``category/name``, class name or None).
-
-    Raises :class:`HubError` when ``spec`` names no package (``hub:``, ``hub:samplers/``).
-    """
-    package, _, class_name = spec[len(HUB_PREFIX) :].partition(":")
-    if "/" not in package:
-        package = f"samplers/{package}"
-    if not all(package.split("/")):
-        raise HubError(
-            f"--sampler {spec!r} names no OptunaHub package: use hub:[CATEGORY/]PACKAGE[:Class],"
-            " e.g. hub:auto_sampler or hub:samplers/auto_sampler"
-        )
-    return package, class_name or None
-
-
 def check_sampler_name(name: str) -> None:
     """Raise if ``name`` is neither ``hub:...`` nor a resolvable sampler name."""
     if name.startswith(HUB_PREFIX):
-        _hub_package(name)
+        parse_hub_spec(name, "sampler")
     else:
         SAMPLERS.check(name)
-
-
-def hub_cache_dir(package: str) -> Path:
-    """Return where optunahub caches ``package`` from the public registry's main branch."""
-    from optunahub import _conf
-
-    return Path(_conf.cache_home(), "github.com", "optuna", "optunahub-registry", "main", "package", package)
-
-
-def load_hub_package(package: str, *, hub_registry: str | None = None) -> types.ModuleType:
-    """Return the OptunaHub module ``package`` (e.g. ``samplers/auto_sampler``).
-
-    Looks in ``hub_registry`` (a local registry folder) first, then optunahub's cache, and only
-    then on the network. Raises :class:`HubError` saying where it looked.
-    """
-    import optunahub
-
-    if hub_registry is not None:
-        root = Path(hub_registry)
-        if (root / package / "__init__.py").exists():
-            return optunahub.load_local_module(package, registry_root=str(root))
-        if (root / "package" / package / "__init__.py").exists():
-            return optunahub.load_local_module(package, registry_root=str(root / "package"))
-        raise HubError(f"OptunaHub package {package!r} not found in --hub-registry {hub_registry}")
-    cached = hub_cache_dir(package)
-    if cached.exists():
-        return optunahub.load_module(package)
-    if os.environ.get("ZOO_EXT_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}:
-        raise HubError(f"OptunaHub package {package!r} is not cached at {cached} (ZOO_EXT_HUB_OFFLINE is set)")
-    try:
-        return optunahub.load_module(package)
-    except Exception as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise HubError(
-            f"OptunaHub package {package!r} is not cached at {cached} and the hub is unreachable ({first_line})"
-        ) from exc
 
 
 def _hub_factory(spec: str, hub_registry: str | None) -> SamplerFactory:
     from optuna.samplers import BaseSampler
 
-    package, class_name = _hub_package(spec)
-    module = load_hub_package(package, hub_registry=hub_registry)
-    if class_name is not None:
-        try:
-            return getattr(module, class_name)  # type: ignore[no-any-return]
-        except AttributeError:
-            raise HubError(f"OptunaHub package {package!r} has no {class_name!r}") from None
-    names = getattr(module, "__all__", dir(module))
-    classes = [
-        getattr(module, n) for n in names
-        if isinstance(getattr(module, n, None), type) and issubclass(getattr(module, n), BaseSampler)
-    ]  # fmt: skip
-    if len(classes) != 1:
-        found = ", ".join(c.__name__ for c in classes) or "none"
-        raise HubError(f"OptunaHub package {package!r} exports {found} samplers: pick one with {spec}:ClassName")
-    return classes[0]  # type: ignore[no-any-return]
+    return load_hub_class(spec, BaseSampler, kind="sampler", hub_registry=hub_registry)
 
 
 def create_sampler(

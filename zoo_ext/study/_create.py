@@ -72,7 +72,11 @@ def create_study(exp: Experiment) -> tuple[optuna.Study, Objective]:
         # A trial with K seeds reports K runs of evaluations: the pruners' step budget grows with it.
         n_steps = exp.n_evaluations * opts.n_seeds
         pruner = create_pruner(
-            pruner_name, opts.pruner_kwargs, n_startup_trials=exp.n_startup_trials, n_evaluations=n_steps
+            pruner_name,
+            opts.pruner_kwargs,
+            n_startup_trials=exp.n_startup_trials,
+            n_evaluations=n_steps,
+            hub_registry=opts.hub_registry,
         )
     except (
         InvalidSearchSpaceError,
