@@ -91,7 +91,7 @@ class MlflowObjective(tracking.RunPerTrial):
         if status not in _END_STATUSES:
             raise ValueError(f"status must be one of {', '.join(_END_STATUSES)}; got {status!r}")
         self.tracker.close_stale_runs(self.study)
-        self.tracker.end_study(status)
+        self.tracker.end_study(status, study=self.study)
 
     def __enter__(self) -> MlflowObjective:
         return self

@@ -106,7 +106,17 @@ def test_rejected_names_are_sanitised_and_tracking_stays_on(
         "policy_kwargs.net_arch[0]": "policy_kwargs.net_arch_0_",
     }
     assert names["metrics"] == {"rollout (steps)": "rollout _steps_"}
-    assert names["tags"] == {"user_attr.rollout (steps)": "user_attr.rollout _steps_"}
+    best_long = tracking.mlflow_key(f"best_params.{LONG}")
+    assert names["tags"] == {
+        "user_attr.rollout (steps)": "user_attr.rollout _steps_",
+        "best_params.net_arch[0]": "best_params.net_arch_0_",
+        "best_params.lr (log)": "best_params.lr _log_",
+        f"best_params.{LONG}": best_long,
+    }
+    parent = MlflowClient(uri).get_run(tracker.parent_run_id).data.tags  # the best trial's params, sanitised too
+    assert parent["best_params.net_arch_0_"] == str(study.best_trial.params["net_arch[0]"])
+    assert parent[best_long] == str(study.best_trial.params[LONG])
+    assert parent["best_params."] == str(study.best_trial.params[""])
     run_id = tracker.start_trial(99)  # still on
     assert run_id and MlflowClient(uri).get_run(run_id).info.status == "RUNNING"
 
@@ -185,3 +195,20 @@ def test_an_error_while_tracking_never_changes_the_trial(uri: str, caplog: pytes
     run = _trial_runs(uri, "broken-config")[0]
     assert run.info.status == "FINISHED" and run.data.params["learning_rate"] == "0.001"
     assert any("no MLflow artifacts" in m for m in _warnings(caplog)) and tracker.enabled
+
+
+def test_the_study_progress_never_fails_a_trial(uri: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The parent run deleted mid-study (from the UI): MLflow refuses its progress, the trials and their runs go on."""
+    study = optuna.create_study()
+    tracker = _tracker(uri, study, "deleted-parent")
+    tracked = tracking.TrackedObjective(lambda t: t.suggest_float("x", 0, 1), tracker, env_id="E", config={})
+    study.optimize(tracked, n_trials=1)
+    client = MlflowClient(uri)
+    assert client.get_run(tracker.parent_run_id).data.metrics["n_complete"] == 1
+    client.delete_run(tracker.parent_run_id)
+    with caplog.at_level(logging.WARNING, logger="zoo_ext.tracking"):
+        study.optimize(tracked, n_trials=2)
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3 and tracker.enabled
+    assert [m for m in _warnings(caplog) if m.startswith("MLflow: log_batch failed")]
+    runs = _trial_runs(uri, "deleted-parent")
+    assert [runs[n].info.status for n in range(3)] == ["FINISHED"] * 3

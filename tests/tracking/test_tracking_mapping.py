@@ -9,6 +9,7 @@ import optuna
 import pytest
 from mlflow.utils.validation import _validate_metric_name, _validate_param_name, _validate_tag_name
 from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.study import StudyDirection
 from optuna.trial import TrialState, create_trial
 
 from zoo_ext import tracking
@@ -112,6 +113,46 @@ def test_a_zoo_trial_gives_its_curve_record_and_objectives() -> None:
 
 def test_the_mapping_round_trips_through_a_study_attribute() -> None:
     assert tracking.TrialMapping.from_attr(PLAIN.to_attr()) == PLAIN
+
+
+def test_study_progress_counts_trials_and_keeps_the_best_one() -> None:
+    progress = _mapping.StudyProgress([StudyDirection.MAXIMIZE], ["mean_reward"])
+    progress.add(0, TrialState.PRUNED, None, {"x": 0.5, "kind": "a"})
+    assert progress.metrics() == {"n_complete": 0, "n_pruned": 1, "n_failed": 0}  # no value yet: no best
+    assert progress.tags() == {}
+    progress.add(1, TrialState.COMPLETE, [1.0], {"x": 0.1, "kind": "a"})
+    progress.add(2, TrialState.FAIL, None, {"x": 0.9})
+    progress.add(3, TrialState.COMPLETE, [3.0], {"x": 0.3})  # a conditional space: no "kind" in this trial
+    progress.add(4, TrialState.COMPLETE, [3.0], {"x": 0.4, "kind": "b"})  # a tie keeps the first best trial
+    progress.add(5, TrialState.COMPLETE, [-2.0], {"x": 0.7, "kind": "b"})
+    assert progress.metrics() == {"n_complete": 4, "n_pruned": 1, "n_failed": 1, "best_value": 3.0}
+    assert progress.tags() == {"best_trial": "3", "best_params.x": "0.3", "best_params.kind": ""}
+    minimize = _mapping.StudyProgress([StudyDirection.MINIMIZE], ["loss"])
+    for number, value in enumerate([4.0, 2.0, 3.0]):
+        minimize.add(number, TrialState.COMPLETE, [value], {"x": value})
+    assert minimize.metrics()["best_value"] == 2.0 and minimize.tags()["best_trial"] == "1"
+
+
+def test_study_progress_of_several_objectives_keeps_the_pareto_front() -> None:
+    progress = _mapping.StudyProgress([StudyDirection.MINIMIZE, StudyDirection.MAXIMIZE], ["loss", "size"])
+    progress.add(0, TrialState.FAIL, None, {})
+    assert progress.metrics() == {"n_complete": 0, "n_pruned": 0, "n_failed": 1, "pareto_front_size": 0}
+    for number, values in enumerate([(1.0, 1.0), (2.0, 2.0), (0.5, 0.5), (2.0, 1.0), (1.0, 1.0)], start=1):
+        progress.add(number, TrialState.COMPLETE, values, {})  # trial 4 is dominated by 1; 5 ties 1: both optimal
+    assert progress.metrics() == {"n_complete": 5, "n_pruned": 0, "n_failed": 1, "pareto_front_size": 4,
+                                  "best_loss": 0.5, "best_size": 2.0}  # fmt: skip
+    assert progress.tags() == {"pareto_trials": "1,2,3,5"}
+    progress.add(6, TrialState.COMPLETE, (0.4, 3.0), {})  # dominates every other trial
+    assert progress.metrics()["pareto_front_size"] == 1 and progress.tags() == {"pareto_trials": "6"}
+
+
+def test_objective_names_come_from_the_mapping_or_the_zoo_study() -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    assert _mapping.objective_names(study, tracking.ZOO) == ("mean_reward_0", "mean_reward_1")
+    study.set_user_attr("objectives", ["mean_reward", "n_params"])
+    assert _mapping.objective_names(study, tracking.ZOO) == ("mean_reward", "n_params")
+    plain = tracking.TrialMapping(zoo=False, value_names=("loss", "size"))
+    assert _mapping.objective_names(study, plain) == ("loss", "size")
 
 
 def _imports(path: Path) -> set[str]:

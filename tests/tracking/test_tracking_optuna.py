@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ import pytest
 from conftest import ROOT, free_port, mlflow_store, run
 from mlflow import MlflowClient
 from mlflow.entities import Run
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState
 
 from zoo_ext.mlflow import track
 
@@ -95,6 +98,68 @@ def objective(trial: optuna.Trial) -> float:
     return (x - 1) ** 2
 
 
+def _history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    return sorted((m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, key))
+
+
+def _story(trials: list[optuna.trial.FrozenTrial]) -> dict[str, list[tuple[int, float]]]:
+    """Return the parent run's histories expected when ``trials`` (one objective, minimised) end in this order."""
+    story: dict[str, list[tuple[int, float]]] = {"best_value": [], "n_complete": [], "n_pruned": [], "n_failed": []}
+    counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
+    best = math.inf
+    for trial in trials:
+        counts[trial.state.name] += 1
+        if trial.state.name == "COMPLETE":
+            best = min(best, trial.value)
+        story["n_complete"].append((trial.number, counts["COMPLETE"]))
+        story["n_pruned"].append((trial.number, counts["PRUNED"]))
+        story["n_failed"].append((trial.number, counts["FAIL"]))
+        if best < math.inf:
+            story["best_value"].append((trial.number, best))
+    return {key: sorted(points) for key, points in story.items()}
+
+
+def _completion_order(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return sorted(study.trials, key=lambda t: (t.datetime_complete, t.number))
+
+
+def test_the_parent_run_tells_the_study_story(uri: str) -> None:
+    study = optuna.create_study(study_name="story", sampler=optuna.samplers.RandomSampler(1))
+    with track(study, objective, tracking_uri=uri) as tracked:
+        study.optimize(tracked, n_trials=12, catch=(ValueError,))
+    assert {t.state.name for t in study.trials} == {"COMPLETE", "PRUNED", "FAIL"}
+    for key, points in _story(study.trials).items():  # one point per trial: the end of the study adds none
+        assert _history(uri, tracked.parent_run_id, key) == points, key
+    values = [v for _, v in _history(uri, tracked.parent_run_id, "best_value")]
+    assert values == sorted(values, reverse=True) and values[-1] == study.best_value  # a falling staircase
+    tags = MlflowClient(uri).get_run(tracked.parent_run_id).data.tags
+    best = study.best_trial
+    assert tags["best_trial"] == str(best.number)
+    assert tags["best_params.x"] == str(best.params["x"]) and tags["best_params.kind"] == best.params["kind"]
+
+
+def test_the_last_process_to_log_leaves_the_study_as_it_is(uri: str) -> None:
+    """Two processes' trackers on one parent run; the trial started second ends first."""
+    study = optuna.create_study(study_name="race", direction="maximize")
+    first, second = (track(study, objective, tracking_uri=uri, experiment="race") for _ in range(2))
+    assert first.parent_run_id == second.parent_run_id
+    trial_0, trial_1 = study.ask({"x": FloatDistribution(0, 1)}), study.ask({"x": FloatDistribution(0, 1)})
+    second.tracker.log_progress(study, 1, TrialState.COMPLETE, [5.0], trial_1.params)
+    study.tell(trial_1, 5.0)
+    first.tracker.log_progress(study, 0, TrialState.COMPLETE, [7.0], trial_0.params)  # reads trial 1 from the storage
+    study.tell(trial_0, 7.0)
+    client = MlflowClient(uri)
+    run = client.get_run(first.parent_run_id)
+    assert run.data.tags["best_trial"] == "0"  # a tag: the last write wins
+    # MLflow shows a metric's value at its highest step: trial 1's, logged before trial 0 ended.
+    assert run.data.metrics["best_value"] == 5.0 and run.data.metrics["n_complete"] == 1
+    first.close()  # the end of the study logs the finished study's values where they differ
+    assert _history(uri, first.parent_run_id, "best_value") == [(0, 7.0), (1, 5.0), (1, 7.0)]
+    assert _history(uri, first.parent_run_id, "n_complete") == [(0, 2.0), (1, 1.0), (1, 2.0)]
+    assert _history(uri, first.parent_run_id, "n_pruned") == [(0, 0.0), (1, 0.0)]  # right already: not logged again
+    assert client.get_run(first.parent_run_id).data.metrics["best_value"] == 7.0
+
+
 def test_import_pulls_in_no_rl_library(tmp_path: Path) -> None:
     code = """
 import json, sys
@@ -128,6 +193,12 @@ def test_n_jobs_study_has_one_parent_and_a_run_per_trial_then_sync_logs_an_untra
     assert parent.info.run_id == tracked.parent_run_id and parent.info.status == "FINISHED"
     assert parent.data.params["sampler"] == "RandomSampler" and parent.data.params["pruner"] == "MedianPruner"
     assert parent.data.tags["version.optuna"] == optuna.__version__
+    # Four threads logged the study's progress at each trial's end; the end of the study left it as it is.
+    assert parent.data.metrics["best_value"] == study.best_value
+    assert parent.data.tags["best_trial"] == str(study.best_trial.number)
+    counts = {"n_complete": "COMPLETE", "n_pruned": "PRUNED", "n_failed": "FAIL"}
+    assert {key: parent.data.metrics[key] for key in counts} == {k: states.count(v) for k, v in counts.items()}
+    assert {step for step, _ in _history(uri, parent.info.run_id, "n_failed")} == set(range(20))
 
     # The same objective on a second study while MLflow is down: one warning, every trial runs untracked ...
     offline = optuna.create_study(study_name="offline", storage=storage, pruner=pruner)
@@ -143,6 +214,10 @@ def test_n_jobs_study_has_one_parent_and_a_run_per_trial_then_sync_logs_an_untra
     assert "Created 0 run(s)" in run(sync, tmp_path).stdout
     synced = _check_runs(uri, "offline", offline)
     assert synced.info.status == "FINISHED" and synced.data.params["directions"] == "minimize"
+    # The synced parent tells the study's story as if it had been tracked live, once (the second sync adds nothing).
+    for key, points in _story(_completion_order(offline)).items():
+        assert _history(uri, synced.info.run_id, key) == points, key
+    assert synced.data.tags["best_trial"] == str(offline.best_trial.number)
 
 
 def _readme_example() -> str:
@@ -210,10 +285,17 @@ def test_several_objectives_get_their_metric_names(uri: str) -> None:
     for trial in study.trials:
         metrics = children[trial.number].data.metrics
         assert metrics == {"value_0": pytest.approx(trial.values[0]), "value_1": pytest.approx(trial.values[1])}
+    parent = MlflowClient(uri).get_run(tracked.parent_run_id).data
+    front = ",".join(str(n) for n in sorted(t.number for t in study.best_trials))
+    assert parent.metrics["pareto_front_size"] == len(study.best_trials) and parent.tags["pareto_trials"] == front
+    assert parent.metrics["best_value_0"] == min(t.values[0] for t in study.trials)
+    assert parent.metrics["best_value_1"] == max(t.values[1] for t in study.trials)
     named = optuna.create_study(study_name="named", directions=["minimize", "maximize"])
     with track(named, two, tracking_uri=uri, metric_name=["loss", "size"]) as tracked:
         named.optimize(tracked, n_trials=1)
     assert set(_runs(uri, "named")[1][0].data.metrics) == {"loss", "size"}
+    (parent_run,) = _runs(uri, "named")[0]
+    assert {"best_loss", "best_size", "pareto_front_size"} <= set(parent_run.data.metrics)
 
 
 def test_wrong_arguments_are_refused_before_any_run(uri: str) -> None:

@@ -95,6 +95,14 @@ def test_every_trial_is_a_run_with_its_status(workdir: Path) -> None:
     parent = parents[0].data
     assert parent.params["zoo_ext.search_space"] == "helpers:space" and parent.params["directions"] == "maximize"
     assert parent.tags["version.optuna"] == optuna.__version__
+    # The study's story: the best value so far at each trial's end (a staircase), the counts, the best trial.
+    first, last = study.trials[0].value, study.trials[4].value
+    best_history = client.get_metric_history(parents[0].info.run_id, "best_value")
+    assert sorted((m.step, m.value) for m in best_history) == [(0, first), (1, first), (2, first), (3, first),
+                                                                (4, max(first, last))]  # fmt: skip
+    assert (parent.metrics["n_complete"], parent.metrics["n_pruned"], parent.metrics["n_failed"]) == (2, 2, 1)
+    assert parent.tags["best_trial"] == str(study.best_trial.number)
+    assert parent.tags["best_params.lr"] == str(study.best_trial.params["lr"])
 
 
 def test_threads_do_not_cross_params(workdir: Path) -> None:
@@ -224,3 +232,6 @@ def test_sync_gives_runs_the_artifacts_of_live_ones(workdir: Path) -> None:
         assert entry["n_steps"] == sampled["n_steps"] and entry["policy"] == "MlpPolicy" and entry["n_envs"] == 1
     study_artifacts = {a.path for a in client.list_artifacts(parents[0].info.run_id)}
     assert {"trials.csv", "optimization_history.html", "optimization_history.png"} <= study_artifacts
+    synced = parents[0].data  # the study's story too, replayed from the storage
+    assert synced.metrics["best_value"] == max(t.value for t in study.trials) and synced.metrics["n_complete"] == 2
+    assert synced.tags["best_trial"] == str(study.best_trial.number)

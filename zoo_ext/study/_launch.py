@@ -66,7 +66,8 @@ def _finish(
     if tracker is not None:
         tracker.close_stale_runs(study)
         tracker.log_study_artifacts(report)
-        tracker.end_study("FINISHED" if outcome.completed else "FAILED" if outcome.failure else "KILLED")
+        status = "FINISHED" if outcome.completed else "FAILED" if outcome.failure else "KILLED"
+        tracker.end_study(status, study=study)
 
 
 def _optimize_with_workers(exp: Experiment) -> tuple[optuna.Study, Outcome]:

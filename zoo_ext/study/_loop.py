@@ -101,8 +101,11 @@ def run_trials(study: optuna.Study, run_trial: Any, objective: Objective, exp: E
             failure = consecutive_failures(study, limit)
             if failure:
                 return Outcome(failure=failure)
-            if n_counted(study) < total:
-                run(n_trials=None, callbacks=[MaxTrialsCallback(total, states=COUNTED_STATES), stop_when_failing])
+            missing = total - n_counted(study)
+            if missing > 0:
+                # n_trials caps this process's --n-jobs threads too; the callback stops it early when other
+                # workers fill the budget, and a failed trial is made up by the next round of this loop.
+                run(n_trials=missing, callbacks=[MaxTrialsCallback(total, states=COUNTED_STATES), stop_when_failing])
             elif not _wait_for_running(study, exp, seen):
                 return Outcome()
     except KeyboardInterrupt as exc:

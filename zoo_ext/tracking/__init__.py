@@ -3,9 +3,9 @@
 Modules, bottom to top (each imports only those below it):
 
 - ``_mapping``: Optuna → MLflow as pure functions: the run status of a trial state, keys MLflow
-  accepts, a trial's params, metrics and tags (no client, no I/O);
+  accepts, a trial's params, metrics and tags, the study's progress (no client, no I/O);
 - ``_client``: the :class:`Tracker`: runs, the error policy (an outage switches tracking off, a
-  refused call is a warning), start-up, the store lock;
+  refused call is a warning), start-up, the store lock, the study's progress on its parent run;
 - ``_objective``: objective wrappers giving each trial its run (:class:`TrackedObjective` for a
   zoo_ext RL study, :class:`RunPerTrial` for any objective);
 - ``_sync``: ``mlflow-sync``, the runs missing for a study's finished trials.

@@ -19,7 +19,8 @@ import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,9 +38,11 @@ from zoo_ext.tracking._mapping import (
     STUDY_TAG,
     UID_TAG,
     ZOO,
+    StudyProgress,
     TrialMapping,
     closing_tags,
     mlflow_keys,
+    objective_names,
     text,
     trial_metrics,
     trial_params,
@@ -150,6 +153,8 @@ class Tracker:
         #: kind (params, metrics, tags) → original name → MLflow key, for the names MLflow would reject.
         self._renamed: dict[str, dict[str, str]] = {}
         self._renamed_saved = True
+        #: The study whose trials this process logged, to log its final progress when it ends.
+        self._study: optuna.Study | None = None
         try:
             import mlflow
             from mlflow import MlflowClient
@@ -270,10 +275,114 @@ class Tracker:
             return False
         return True
 
-    def end_study(self, status: str = "FINISHED") -> None:
-        """Mark the parent run ended (it is reopened when the study resumes)."""
-        if self.parent_run_id:
-            self.call(self.client.set_terminated, self.parent_run_id, status)
+    def end_study(self, status: str = "FINISHED", study: optuna.Study | None = None) -> None:
+        """Log the final progress of ``study`` (default: the one whose trials were logged), then end the parent run.
+
+        The final counts, best value(s) and best trial are logged only where the parent run says
+        otherwise (a trial of another worker ended while this one logged). The run is reopened
+        when the study resumes.
+        """
+        if not self.parent_run_id:
+            return
+        study = study or self._study
+        if study is not None:
+            self._log_final_progress(study)
+        self.call(self.client.set_terminated, self.parent_run_id, status)
+
+    def _progress(self, trials: Iterable[FrozenTrial], study: optuna.Study) -> StudyProgress:
+        progress = StudyProgress(study.directions, objective_names(study, self.mapping))
+        for trial in trials:
+            progress.add_trial(trial)
+        return progress
+
+    def _progress_metrics(self, progress: StudyProgress, step: int, timestamp: int | None = None) -> list[Metric]:
+        """Return ``progress``'s metrics as points at ``step`` (time: ``timestamp`` or now), keys MLflow accepts."""
+        from mlflow.entities import Metric
+
+        timestamp = int(time.time() * 1000) if timestamp is None else timestamp
+        metrics = progress.metrics()
+        keys = self._keys("metrics", metrics)
+        return [Metric(keys[name], value, timestamp, step) for name, value in metrics.items()]
+
+    def _progress_tags(self, progress: StudyProgress) -> list[RunTag]:
+        """Return ``progress``'s tags for the parent run, keys MLflow accepts."""
+        from mlflow.entities import RunTag
+
+        tags = progress.tags()
+        keys = self._keys("tags", tags)
+        return [RunTag(keys[name], value) for name, value in tags.items()]
+
+    def log_progress(
+        self, study: optuna.Study, number: int, state: TrialState, values: Sequence[float] | None,
+        params: Mapping[str, Any],
+    ) -> None:  # fmt: skip
+        """Log the study's progress to the parent run at step ``number`` when trial ``number`` ends: one ``log_batch``.
+
+        The trial ended with ``state``, ``values`` and ``params`` (Optuna stores them after this);
+        the other trials are read from the storage, so whichever worker logs last logs the whole
+        study. Metrics: ``n_complete``, ``n_pruned``, ``n_failed``, then ``best_value`` (the best so
+        far) or, for several objectives, ``pareto_front_size`` and ``best_<objective>``; tags:
+        ``best_trial`` and ``best_params.<name>``, or ``pareto_trials``. Never raises.
+        """
+        if not self.enabled or not self.parent_run_id:
+            return
+        self._study = study
+        try:
+            others = (t for t in study.get_trials(deepcopy=False) if t.number != number and t.state.is_finished())
+            progress = self._progress(others, study)
+            progress.add(number, state, values, params)
+            metrics, tags = self._progress_metrics(progress, number), self._progress_tags(progress)
+        except Exception as exc:  # noqa: BLE001 - the study's progress must not change the trial's outcome
+            _logger.warning("trial %d: study progress not logged (%s)", number, first_line(exc))
+            return
+        self._log(self.parent_run_id, metrics, tags=tags)
+        self._save_renamed()
+
+    def log_history(self, study: optuna.Study, numbers: Collection[int]) -> None:
+        """Log the study's progress as :meth:`log_progress` would have when each trial in ``numbers`` ended.
+
+        The finished trials are replayed in the order they finished (``mlflow-sync``); the tags are
+        the finished study's.
+        """
+        if not self.enabled or not self.parent_run_id:
+            return
+        self._study = study
+        numbers = set(numbers)
+        finished = sorted(
+            (t for t in study.get_trials(deepcopy=False) if t.state.is_finished()),
+            key=lambda t: (t.datetime_complete or datetime.max, t.number),
+        )
+        progress = self._progress((), study)
+        metrics: list[Metric] = []
+        for trial in finished:
+            progress.add_trial(trial)
+            if trial.number in numbers:
+                when = trial.datetime_complete or datetime.now()
+                metrics += self._progress_metrics(progress, trial.number, int(when.timestamp() * 1000))
+        if metrics:
+            self._log(self.parent_run_id, metrics, tags=self._progress_tags(progress))
+            self._save_renamed()
+
+    def _log_final_progress(self, study: optuna.Study) -> None:
+        """Log the progress of the finished trials where the parent run holds other values, at the last trial's step."""
+        try:
+            finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+            if not finished:
+                return
+            progress = self._progress(finished, study)
+            step = max(t.number for t in finished)
+            metrics, tags = self._progress_metrics(progress, step), self._progress_tags(progress)
+        except Exception as exc:  # noqa: BLE001 - the parent run must still end
+            _logger.warning("study %r: final progress not logged (%s)", self.study_name, first_line(exc))
+            return
+        run = self.call(self.client.get_run, self.parent_run_id)
+        if run is None:
+            return
+        metrics = [m for m in metrics if run.data.metrics.get(m.key) != m.value]
+        tags = [t for t in tags if run.data.tags.get(t.key) != t.value]
+        if metrics or tags:
+            self._log(self.parent_run_id, metrics, tags=tags)
+            self._save_renamed()
 
     def close_stale_runs(self, study: optuna.Study) -> None:
         """Close RUNNING trial runs of trials that are no longer running (a crashed worker's)."""

@@ -1,4 +1,5 @@
-"""Optuna → MLflow as pure functions: run status of a trial state, MLflow keys, a trial's params, metrics and tags.
+"""Optuna → MLflow as pure functions: run status of a trial state, MLflow keys, a trial's params, metrics and tags,
+and the study's progress told on its parent run.
 
 Nothing here talks to MLflow or touches a file: the client (:mod:`._client`) sends what these functions return.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from zoo_ext import record
@@ -49,6 +51,8 @@ MAX_KEY = 250
 MAX_PARAM = 6000
 MAX_TAG = 8000
 _BAD_KEY_CHARS = re.compile(r"[^/\w.\- :]+")
+#: The parent run's metric counting the trials that ended in each state.
+COUNT_METRICS = {TrialState.COMPLETE: "n_complete", TrialState.PRUNED: "n_pruned", TrialState.FAIL: "n_failed"}
 
 
 @dataclass(frozen=True)
@@ -310,3 +314,87 @@ def told(study: optuna.Study, value: Any) -> tuple[list[float] | None, str | Non
     if len(values) != len(study.directions):
         return None, f"the objective returned {len(values)} values for {len(study.directions)} objectives"
     return values, None
+
+
+def objective_names(study: optuna.Study, mapping: TrialMapping) -> tuple[str, ...]:
+    """Return the name of each objective of ``study``: the mapping's, else (zoo_ext) its attribute ``objectives``."""
+    names = mapping.value_names or (tuple(study.user_attrs.get("objectives") or ()) if mapping.zoo else ())
+    if len(names) == len(study.directions):
+        return tuple(str(name) for name in names)
+    return value_names("mean_reward" if mapping.zoo else "value", len(study.directions))
+
+
+class StudyProgress:
+    """The study as its parent run tells it: trial counts, the best value(s) so far, the best trial or the Pareto front.
+
+    :meth:`add` the finished trials in the order they finished; :meth:`metrics` and :meth:`tags`
+    then describe the study at that moment.
+    """
+
+    def __init__(self, directions: Sequence[StudyDirection], names: Sequence[str]) -> None:
+        self.signs = [1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in directions]
+        self.names = tuple(names)
+        self.counts = dict.fromkeys(COUNT_METRICS.values(), 0)
+        #: Each objective's best value so far, times its sign (larger is better).
+        self.best: list[float] = []
+        self.best_number: int | None = None
+        self.best_params: dict[str, Any] = {}
+        #: The Pareto-optimal trials so far: number → values times their signs.
+        self.front: dict[int, list[float]] = {}
+        #: Every parameter name of the finished trials, in order of appearance.
+        self.param_names: dict[str, None] = {}
+
+    def add(self, number: int, state: TrialState, values: Sequence[float] | None, params: Mapping[str, Any]) -> None:
+        """Count trial ``number``, which ended in ``state`` with ``values`` (a COMPLETE trial's) and ``params``."""
+        if state in COUNT_METRICS:
+            self.counts[COUNT_METRICS[state]] += 1
+        self.param_names.update(dict.fromkeys(params))
+        if state != TrialState.COMPLETE or values is None or len(values) != len(self.signs):
+            return
+        signed = [sign * float(value) for sign, value in zip(self.signs, values, strict=True)]
+        if self.best_number is None or signed[0] > self.best[0]:
+            self.best_number, self.best_params = number, dict(params)
+        self.best = [max(pair) for pair in zip(self.best, signed, strict=True)] if self.best else signed
+        if any(_dominates(other, signed) for other in self.front.values()):
+            return
+        self.front = {n: other for n, other in self.front.items() if not _dominates(signed, other)}
+        self.front[number] = signed
+
+    def add_trial(self, trial: FrozenTrial) -> None:
+        """Count a finished ``trial`` (see :meth:`add`)."""
+        self.add(trial.number, trial.state, trial.values, trial.params)
+
+    def metrics(self) -> dict[str, float]:
+        """Return the parent run's metrics: the trial counts and the best value(s) so far.
+
+        One objective: ``best_value``; several: ``pareto_front_size`` and ``best_<objective>`` per
+        objective. A best value exists once a trial completed.
+        """
+        out: dict[str, float] = {name: float(count) for name, count in self.counts.items()}
+        if len(self.signs) == 1:
+            if self.best:
+                out["best_value"] = self.signs[0] * self.best[0]
+            return out
+        out["pareto_front_size"] = float(len(self.front))
+        for name, sign, best in zip(self.names, self.signs, self.best, strict=False):
+            out[f"best_{name}"] = sign * best
+        return out
+
+    def tags(self) -> dict[str, str]:
+        """Return the parent run's tags: the best trial, or the Pareto front; none until a trial completed.
+
+        One objective: ``best_trial`` and ``best_params.<name>`` for every parameter of the study
+        (empty for one the best trial has not: a conditional space); several: ``pareto_trials``,
+        the Pareto-optimal trial numbers.
+        """
+        if len(self.signs) > 1:
+            return {"pareto_trials": text(",".join(map(str, sorted(self.front))), MAX_TAG)} if self.front else {}
+        if self.best_number is None:
+            return {}
+        params = {f"best_params.{name}": text(self.best_params.get(name, ""), MAX_TAG) for name in self.param_names}
+        return {"best_trial": str(self.best_number), **params}
+
+
+def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """Return True if signed values ``a`` are at least as good as ``b`` everywhere and better somewhere."""
+    return all(x >= y for x, y in zip(a, b, strict=True)) and any(x > y for x, y in zip(a, b, strict=True))

@@ -2,9 +2,10 @@
 
 The run is closed in ``finally`` with FINISHED (complete), KILLED (pruned or interrupted) or FAILED
 (with the reason); its tag ``optuna.trial_state`` is the state Optuna records (FAIL for an
-interrupted trial, as for one whose value Optuna refuses). Tracking never changes a trial's outcome:
-an error while logging it is a warning, and Optuna records the objective's result as if the trial
-were not tracked.
+interrupted trial, as for one whose value Optuna refuses). Then the study's progress (counts, best
+value so far, best trial) goes to the parent run (:meth:`Tracker.log_progress`). Tracking never
+changes a trial's outcome: an error while logging it is a warning, and Optuna records the
+objective's result as if the trial were not tracked.
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ class RunPerTrial:
                 self._close(run_id, trial, state, values, status=status, reason=reason)
             except Exception as exc:  # noqa: BLE001 - tracking must not change the trial's outcome
                 _logger.warning("trial %d: MLflow logging failed (%s)", trial.number, first_line(exc))
+            self.tracker.log_progress(trial.study, trial.number, state, values, trial.params)
 
     @staticmethod
     def _record(trial: optuna.Trial, reason: str) -> None:

@@ -58,7 +58,9 @@ def sync_study(study: optuna.Study, tracker: Tracker) -> list[int]:
     """Create the runs missing for ``study``'s finished trials; return their numbers.
 
     Each run gets what a live run gets (params, metrics, tags, ``hyperparams.yml`` for a zoo_ext
-    trial); the parent run gets the study's report (``trials.csv`` and the plots).
+    trial); the parent run gets the study's progress at the end of each of these trials (replayed in
+    the order the trials finished, :meth:`Tracker.log_history`) and the study's report
+    (``trials.csv`` and the plots). ``Tracker.end_study`` then logs the finished study's progress.
     """
     from zoo_ext import reports
 
@@ -84,6 +86,7 @@ def sync_study(study: optuna.Study, tracker: Tracker) -> list[int]:
             tracker.end_trial(run_id, trial, trial.state, values, {"hyperparams": path} if path else None,
                               end_time=end)  # fmt: skip
             created.append(trial.number)
+        tracker.log_history(study, created)
         if tracker.enabled:
             report = Path(tmp, "report")
             reports.write_report(study, report)
