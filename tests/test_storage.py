@@ -78,3 +78,19 @@ def test_dead_local_workers_trials_fail_and_are_retried(tmp_path: Path) -> None:
     assert retry.params == dead_trial.params
     assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == dead_trial.number
     assert storage.fail_dead_local_trials(study, retries=1) == []  # once only
+
+
+def test_retry_keeps_the_warm_start_mark_but_not_the_failed_runs_attributes() -> None:
+    study = optuna.create_study()
+    distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    attrs = {"warm_start": True, "fail_reason": "interrupted by SIGTERM", "seed": 3, "hyperparams": {"x": 0.5}}
+    study.add_trial(optuna.create_trial(state=TrialState.FAIL, params={"x": 0.5}, distributions=distributions,
+                                        user_attrs=attrs))  # fmt: skip
+    assert storage.retry_trial(study, study.trials[0], max_retry=1)
+    retry = study.trials[1]
+    assert retry.state == TrialState.WAITING and retry.params == {"x": 0.5}
+    assert retry.user_attrs == {"warm_start": True}  # the warm start is retried as the warm start
+    assert retry.system_attrs["failed_trial"] == 0 and retry.system_attrs["retry_history"] == [0]
+    study.add_trial(optuna.create_trial(state=TrialState.FAIL, params={"x": 0.5}, distributions=distributions,
+                                        system_attrs=retry.system_attrs))  # fmt: skip
+    assert not storage.retry_trial(study, study.trials[2], max_retry=1)  # --trial-retries 1: once only
