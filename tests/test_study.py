@@ -197,7 +197,7 @@ def test_processes_started_together_warm_start_and_reevaluate_once(workdir: Path
     assert [proc.returncode for proc in procs] == [0, 0], outputs[0][1][-2000:] + outputs[1][1][-2000:]
     study = load(workdir)
     assert len([t for t in study.trials if t.user_attrs.get("warm_start")]) == 1
-    assert len(study.user_attrs["test_scores"]) == 1
+    assert len(study.user_attrs["test_scores"]) == 2 and "baseline" in study.user_attrs["test_scores"]  # 1 trial
     reevaluated = sum("re-evaluated on 1 fresh seeds" in err for _, err in outputs)
     assert reevaluated == 1, [err[-1500:] for _, err in outputs]
     assert optuna.get_all_study_names(JournalStorage(JournalFileBackend(str(workdir / "study.log")))) == ["s"]

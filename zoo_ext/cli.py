@@ -7,6 +7,10 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import optuna
 
 __all__ = ["main"]
 
@@ -43,6 +47,30 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_comment(study: optuna.Study, trial: optuna.trial.FrozenTrial, names: Sequence[str]) -> str:
+    """Return the comment block heading an exported YAML: the study, the trial, and its result card if re-evaluated."""
+    values = "".join(f", {name} {value:.6g}" for name, value in zip(names, trial.values or (), strict=False))
+    algo, env_id = study.user_attrs["algo"], study.user_attrs["env_id"]
+    lines = [f"zoo_ext export: study {study.study_name!r} ({algo} on {env_id}), trial {trial.number} "
+             f"({trial.state.name}{values})"]  # fmt: skip
+    entry = study.user_attrs.get("test_scores", {}).get(str(trial.number))
+    baseline = study.user_attrs.get("test_scores", {}).get("baseline")
+    if entry is not None and "iqm" in entry:
+        lines.append(f"re-evaluated on {len(entry['seeds'])} fresh seeds {entry['seeds']}:")
+        for name in names:
+            ci = (entry.get("ci95") or {}).get(name)
+            interval = "" if ci is None else f" [95% CI {ci[0]:.6g}, {ci[1]:.6g}]"
+            line = f"  {name}: median {entry['median'][name]:.6g}, IQM {entry['iqm'][name]:.6g}{interval}"
+            p = (entry.get("p_improvement") or {}).get(name)
+            if baseline is not None and p is not None:
+                line += (
+                    f"; P(improvement) {p:.2f} over the baseline ({baseline['kind']}, same seeds: median "
+                    f"{baseline['median'][name]:.6g}, IQM {baseline['iqm'][name]:.6g})"
+                )
+            lines.append(line)
+    return "".join(f"# {line}\n" for line in lines)
+
+
 def _export(args: argparse.Namespace) -> int:
     import yaml
 
@@ -60,7 +88,8 @@ def _export(args: argparse.Namespace) -> int:
         options.exit_with_error(exc)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(yaml.safe_dump({attrs["env_id"]: entry}, sort_keys=True))
+    comment = _export_comment(study, trial, reports.objective_names(study))
+    output.write_text(comment + yaml.safe_dump({attrs["env_id"]: entry}, sort_keys=True))
     state = "" if trial.state.name == "COMPLETE" else f" ({trial.state.name})"
     where = f"study {args.study_name!r} ({attrs['algo']} on {attrs['env_id']})"
     print(f"Wrote trial {number}{state} of {where} to {output}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
+import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -34,7 +35,7 @@ class OptionError(ValueError):
 
 @dataclass(frozen=True)
 class Option:
-    """One zoo_ext option: its flag, default, kind (``str``, ``int``, ``flag``, ``list``, ``dict``) and help."""
+    """One zoo_ext option: its flag, default, kind (``str``, ``int``, ``float``, ``flag``, ``list``, ``dict``), help."""
 
     dest: str
     flag: str
@@ -73,6 +74,14 @@ OPTIONS: tuple[Option, ...] = (
         kind="list",
     ),
     Option("n_seeds", "--n-seeds", 1, "Training runs (seeds) per trial", kind="int"),
+    Option(
+        "seed_racing",
+        "--seed-racing",
+        False,
+        "Train a trial's --n-seeds seeds one after another (the same seeds in every trial), report each seed's score"
+        " and stop the trial once the pruner finds it worse than the best trial (default pruner: racing)",
+        kind="flag",
+    ),
     Option(
         "n_workers",
         "--n-workers",
@@ -132,6 +141,28 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("eval_seeds", "--eval-seeds", 5, "Fresh seeds per re-evaluated trial", kind="int"),
     Option(
+        "budget_steps",
+        "--budget-steps",
+        0,
+        "Stop the study once its trials (complete, pruned, failed and running, all workers) trained this many env"
+        " steps (0: no limit); a running trial finishes",
+        kind="int",
+    ),
+    Option(
+        "target_value",
+        "--target-value",
+        None,
+        "Stop the study once a trial's (first) objective reaches this value, in the study's direction",
+        kind="float",
+    ),
+    Option(
+        "patience",
+        "--patience",
+        0,
+        "Stop the study after this many finished trials without a better (first) objective than the best (0: never)",
+        kind="int",
+    ),
+    Option(
         "mlflow_tracking_uri",
         "--mlflow-tracking-uri",
         None,
@@ -178,6 +209,7 @@ class ZooOptions:
     mlflow_log_models: bool = _default("mlflow_log_models")
     objectives: tuple[str, ...] = _default("objectives")
     n_seeds: int = _default("n_seeds")
+    seed_racing: bool = _default("seed_racing")
     n_workers: int = _default("n_workers")
     heartbeat_interval: int = _default("heartbeat_interval")
     grace_period: int = _default("grace_period")
@@ -187,6 +219,9 @@ class ZooOptions:
     objective_metric: str = _default("objective_metric")
     reevaluate_top: int = _default("reevaluate_top")
     eval_seeds: int = _default("eval_seeds")
+    budget_steps: int = _default("budget_steps")
+    target_value: float | None = _default("target_value")
+    patience: int = _default("patience")
 
 
 def add_arguments(parser: argparse.ArgumentParser, store_dict: type[argparse.Action]) -> None:
@@ -204,6 +239,8 @@ def add_arguments(parser: argparse.ArgumentParser, store_dict: type[argparse.Act
             group.add_argument(option.flag, dest=option.dest, type=str, nargs="+", default=None, help=option.help)
         elif option.kind == "int":
             group.add_argument(option.flag, dest=option.dest, type=int, default=None, help=option.help)
+        elif option.kind == "float":
+            group.add_argument(option.flag, dest=option.dest, type=float, default=None, help=option.help)
         else:
             group.add_argument(option.flag, dest=option.dest, type=str, default=None, help=option.help)
 
@@ -258,10 +295,13 @@ def resolve(args: argparse.Namespace, block: Any, *, algo: str) -> ZooOptions:
     # parser (activation through --gym-packages): a stock flag left at its stock default is "unset".
     zoo_parsed = hasattr(args, "search_space")
     values: dict[str, Any] = {}
+    given: set[str] = set()
     for option in OPTIONS:
         cli = getattr(args, option.dest, None)
         if option.stock and not zoo_parsed and cli == option.default:
             cli = None
+        if cli is not None or option.dest in block:
+            given.add(option.dest)
         value = cli if cli is not None else block.get(option.dest, option.default)
         if option.kind == "dict":
             if not isinstance(value, Mapping):
@@ -276,13 +316,23 @@ def resolve(args: argparse.Namespace, block: Any, *, algo: str) -> ZooOptions:
                 raise OptionError(f"{option.dest} must be a list of names, got {value!r}")
             value = tuple(value)
         elif option.kind == "int":
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)  # YAML step counts are often written !!float 8e5, as rl_zoo3's n_timesteps
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise OptionError(f"{option.dest} must be a non-negative integer, got {value!r}")
+        elif option.kind == "float":
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise OptionError(f"{option.dest} must be a number, got {value!r}")
+            if value is not None and not math.isfinite(value):
+                raise OptionError(f"{option.dest} must be a finite number, got {value!r}")
+            value = None if value is None else float(value)
         elif value is not None and not isinstance(value, str):
             raise OptionError(f"{option.dest} must be a string, got {value!r}")
         elif option.choices is not None and value not in option.choices:
             raise OptionError(f"{option.dest} must be one of {', '.join(option.choices)}, got {value!r}")
         values[option.dest] = value
+    if values["seed_racing"] and "pruner" not in given:
+        values["pruner"] = "racing"
     options = ZooOptions(**values)
     if options.n_seeds < 1:
         raise OptionError("n_seeds must be at least 1")
@@ -296,8 +346,22 @@ def resolve(args: argparse.Namespace, block: Any, *, algo: str) -> ZooOptions:
             f"({options.heartbeat_interval} s): a trial silent for the grace period is failed, so a shorter one "
             "fails live trials between two heartbeats (0: twice the interval)"
         )
+    _check_racing(options)
     check(options, algo=algo)
     return options
+
+
+def _check_racing(options: ZooOptions) -> None:
+    """Raise :class:`OptionError` if seed racing is asked for without seeds to race, or the racing pruner without it."""
+    if options.seed_racing and options.n_seeds < 2:
+        raise OptionError(f"seed_racing races a trial's seeds: it needs n_seeds of at least 2, got {options.n_seeds}")
+    if options.seed_racing and len(options.objectives) > 1:
+        raise OptionError(
+            f"seed_racing needs a single objective (Optuna cannot prune a multi-objective study), got "
+            f"{', '.join(options.objectives)}"
+        )
+    if options.pruner == "racing" and not options.seed_racing:
+        raise OptionError("pruner 'racing' compares the seeds of trials: it needs seed_racing (--seed-racing)")
 
 
 def check(options: ZooOptions, *, algo: str) -> None:

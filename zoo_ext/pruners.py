@@ -15,8 +15,12 @@ intermediate evaluations per trial, the pruners' step budget) its signature name
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+import optuna
 
 from zoo_ext.hub import HUB_PREFIX, load_hub_class, parse_hub_spec
 from zoo_ext.registry import Registry, build, check_kwargs, kwargs_target
@@ -24,7 +28,7 @@ from zoo_ext.registry import Registry, build, check_kwargs, kwargs_target
 if TYPE_CHECKING:
     from optuna.pruners import BasePruner
 
-__all__ = ["PRUNERS", "PrunerFactory", "check_pruner_name", "create_pruner", "register_pruner"]
+__all__ = ["PRUNERS", "PrunerFactory", "RacingPruner", "check_pruner_name", "create_pruner", "register_pruner"]
 
 PrunerFactory = Callable[..., "BasePruner"]
 
@@ -76,6 +80,48 @@ def wilcoxon(**kwargs: Any) -> BasePruner:
     return WilcoxonPruner(**kwargs)
 
 
+class RacingPruner(optuna.pruners.BasePruner):
+    """Seed racing: prune a trial that is clearly worse than the best trial on the seeds it has run.
+
+    Each step is one training seed (the same seeds in every trial, so step ``k`` is the same
+    problem for all), each value that seed's score. From ``min_seeds`` seeds on, a trial is pruned
+    when either rule says so:
+
+    - dominance: its best seed so far is worse than the best trial's worst seed. The rule needs
+      no distribution or scale, so it acts from the 2nd seed; for ``--seed-aggregate min`` it is
+      exact (the trial cannot end better), for the mean the trial's remaining seeds would have to
+      beat every seed of the best trial by far;
+    - Optuna's :class:`~optuna.pruners.WilcoxonPruner` (one-sided signed-rank test of the paired
+      differences, ``p_threshold``). With n seeds its p-value cannot go below 2^-n, so at the
+      default 0.1 it can only act from the 4th seed: it takes over when there are enough seeds.
+    """
+
+    def __init__(self, *, min_seeds: int = 2, p_threshold: float = 0.1) -> None:
+        if min_seeds < 1:
+            raise ValueError(f"min_seeds must be at least 1, got {min_seeds}")
+        self._min_seeds = min_seeds
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self._wilcoxon = optuna.pruners.WilcoxonPruner(p_threshold=p_threshold, n_startup_steps=min_seeds)
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        """Return whether ``trial`` is dominated by, or significantly worse than, the best trial."""
+        scores = list(trial.intermediate_values.values())
+        if len(scores) < self._min_seeds:
+            return False
+        try:
+            best = study.best_trial
+        except ValueError:
+            return False
+        best_scores = list(best.intermediate_values.values())
+        if not best_scores or not all(math.isfinite(v) for v in [*scores, *best_scores]):
+            return False
+        sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
+        if max(sign * v for v in scores) < min(sign * v for v in best_scores):
+            return True
+        return self._wilcoxon.prune(study, trial)
+
+
 def threshold(**kwargs: Any) -> BasePruner:
     """Prune when an evaluation falls outside --pruner-kwargs lower:X and/or upper:Y."""
     from optuna.pruners import ThresholdPruner
@@ -108,6 +154,7 @@ _OPTUNA_CLASSES: dict[PrunerFactory, str] = {
 def _builtins(registry: Registry[PrunerFactory]) -> None:
     for factory in (median, halving, hyperband, percentile, patient, wilcoxon, threshold, none):
         registry.register(factory.__name__, factory, source="zoo_ext")
+    registry.register("racing", RacingPruner, source="zoo_ext")
 
 
 PRUNERS: Registry[PrunerFactory] = Registry("pruner", "zoo_ext.pruners", _builtins)

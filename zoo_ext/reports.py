@@ -186,7 +186,7 @@ def describe_best(study: optuna.Study) -> str:
     tests = study.user_attrs.get("test_scores", {})
     if tests:
         lines.append("Re-evaluated on fresh seeds (tuning value -> test score):")
-        for number, scores in sorted(tests.items(), key=lambda item: int(item[0])):
+        for number, scores in sorted(((k, v) for k, v in tests.items() if k.isdigit()), key=lambda kv: int(kv[0])):
             tuned = study.trials[int(number)].value if int(number) < len(study.trials) else None
             test = scores["aggregate"].get(objective_names(study)[0])
             lines.append(f"    trial {number}: {tuned:.6g} -> {test:.6g} (seeds {scores['seeds']})")
@@ -207,7 +207,7 @@ def pick(study: optuna.Study, how: str | None) -> int:
         if not tests:
             raise ValueError("no test scores: run the study with --reevaluate-top K")
         sign = 1.0 if maximize[0] else -1.0
-        return int(max(tests, key=lambda n: sign * tests[n]["aggregate"][names[0]]))
+        return int(max((n for n in tests if n.isdigit()), key=lambda n: sign * tests[n]["aggregate"][names[0]]))
     pareto = study.best_trials
     if not pareto:
         raise ValueError(f"study {study.study_name!r} has no completed trial")

@@ -33,7 +33,16 @@ if TYPE_CHECKING:
     from zoo_ext.experiment import Experiment
     from zoo_ext.spaces import SearchSpace
 
-__all__ = ["Objective", "TrialEvalCallback", "TrialFailed", "merge_kwargs", "step_offset", "train_run", "trial_seeds"]
+__all__ = [
+    "Objective",
+    "TrialEvalCallback",
+    "TrialFailed",
+    "merge_kwargs",
+    "racing_seeds",
+    "step_offset",
+    "train_run",
+    "trial_seeds",
+]
 
 _logger = logging.getLogger(__name__)
 #: This process, recorded on each trial so a resumed study can fail the trials of dead workers.
@@ -76,6 +85,15 @@ def trial_seeds(study_seed: int, number: int, n_seeds: int = 1) -> list[int]:
     return [(study_seed + number * n_seeds + k) % 2**31 for k in range(n_seeds)]
 
 
+def racing_seeds(study_seed: int, n_seeds: int) -> list[int]:
+    """Return the training seeds of every trial of a seed race: the same for all, so seed ``k`` is one problem.
+
+    A paired comparison of two trials seed by seed (common random numbers) then sees their
+    difference, not the seeds'.
+    """
+    return [(study_seed + k) % 2**31 for k in range(n_seeds)]
+
+
 class TrialEvalCallback(BaseCallback):
     """Evaluates the agent every ``eval_freq`` calls, records the curve, asks ``on_eval`` whether to go on."""
 
@@ -88,6 +106,7 @@ class TrialEvalCallback(BaseCallback):
         deterministic: bool,
         on_eval: Callable[[int, float], bool] | None = None,
         log_path: str | None = None,
+        on_steps: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__()
         self.eval_env = eval_env
@@ -96,6 +115,8 @@ class TrialEvalCallback(BaseCallback):
         self.deterministic = deterministic
         self.on_eval = on_eval
         self.log_path = log_path
+        #: Called with the env steps trained so far before each evaluation.
+        self.on_steps = on_steps
         #: One entry per evaluation: timesteps, mean and std of the episode returns.
         self.curve: list[dict[str, float]] = []
         self.is_pruned = False
@@ -131,6 +152,8 @@ class TrialEvalCallback(BaseCallback):
     def _on_step(self) -> bool:
         if self.eval_freq <= 0 or self.n_calls % self.eval_freq != 0:
             return True
+        if self.on_steps is not None:
+            self.on_steps(int(self.num_timesteps))
         mean = self.evaluate()
         if not math.isfinite(mean):
             self.diverged = True
@@ -160,14 +183,18 @@ def train_run(
     log_path: str | None = None,
     model_path: Path | None = None,
     measure_inference: bool = False,
+    on_steps: Callable[[int], None] | None = None,
 ) -> RunResult:
     """Train one agent with ``kwargs`` and ``seed`` and return its evaluations; raises on errors.
 
     ``on_eval(index, mean_reward)`` is called after each evaluation; False stops the run
-    (``stopped``). A run whose evaluation is not finite stops with ``diverged``.
+    (``stopped``). A run whose evaluation is not finite stops with ``diverged``. ``on_steps(n)``
+    receives the env steps trained so far before each evaluation and once more when the run
+    ends, whether it completes, stops or raises.
     """
     result = RunResult(seed=seed)
     env = eval_env = None
+    model: BaseAlgorithm | None = None
     start = time.perf_counter()
     try:
         # VecNormalize discounts rewards with the trial's gamma, as rl_zoo3 does outside a study.
@@ -192,6 +219,7 @@ def train_run(
             deterministic=exp.deterministic_eval,
             on_eval=on_eval,
             log_path=log_path,
+            on_steps=on_steps,
         )
         result.curve = callback.curve
         model.learn(exp.n_timesteps, callback=[*exp.extra_callbacks(), callback], **exp.learn_kwargs(model))
@@ -205,10 +233,26 @@ def train_run(
             model.save(model_path)
     finally:
         result.train_time = result.train_time or time.perf_counter() - start
+        if on_steps is not None and model is not None:
+            on_steps(int(model.num_timesteps))
         for vec_env in (env, eval_env):
             if vec_env is not None:
                 vec_env.close()
     return result
+
+
+def _step_counter(trial: optuna.Trial, steps: list[int], k: int) -> Callable[[int], None]:
+    """Return a hook storing seed ``k``'s trained env steps in ``steps``; the trial's ``env_steps`` is their sum.
+
+    Called at each evaluation, so the steps of a trial whose worker is killed still count
+    towards ``--budget-steps``.
+    """
+
+    def record(n: int) -> None:
+        steps[k] = n
+        trial.set_user_attr("env_steps", sum(steps))
+
+    return record
 
 
 class Objective:
@@ -225,6 +269,7 @@ class Objective:
         seed_aggregate: str = "mean",
         objective_metric: str = "last",
         model_dir: Path | None = None,
+        seed_racing: bool = False,
     ) -> None:
         self.exp = experiment
         self.space = space
@@ -233,6 +278,8 @@ class Objective:
         self.n_seeds = n_seeds
         self.seed_aggregate = seed_aggregate
         self.objective_metric = objective_metric
+        #: Report each seed's score at step = seed index (no per-evaluation reports) and stop when pruned.
+        self.seed_racing = seed_racing
         #: Where completed trials save their model (``trial_<number>.zip``); None: not saved.
         self.model_dir = model_dir
         #: Numbers of the trials this process was running when SIGINT/SIGTERM stopped it.
@@ -286,6 +333,23 @@ class Objective:
 
         return on_eval
 
+    def _race(self, trial: optuna.Trial, results: list[RunResult], n_seeds: int) -> bool:
+        """Report the last seed's score at step = its index; return whether the pruner stops the trial there.
+
+        The score is the objective on that seed's run alone: a paired test (WilcoxonPruner)
+        compares trials seed by seed. After the last seed the trial completes whatever the pruner
+        says. A stopped trial records the scores of the seeds it ran (``per_seed``) and ``seeds_run``.
+        """
+        objective = self.objectives[0]
+        scores = [objective(r, self.objective_metric) for r in results]
+        trial.report(scores[-1], len(results) - 1)
+        trial.set_user_attr("seeds_run", len(results))
+        if len(results) == n_seeds or not trial.should_prune():
+            return False
+        trial.set_user_attr("per_seed", {objective.name: scores})
+        _logger.info("Trial %d raced out after %d seeds: %s", trial.number, len(results), scores)
+        return True
+
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         """Return the trial's value(s); any error fails the trial (:class:`TrialFailed`), never the study."""
         try:
@@ -302,7 +366,10 @@ class Objective:
     def _call(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         exp = self.exp
         kwargs = self.sample(trial)
-        seeds = trial_seeds(exp.seed, trial.number, self.n_seeds)
+        if self.seed_racing:
+            seeds = racing_seeds(exp.seed, self.n_seeds)
+        else:
+            seeds = trial_seeds(exp.seed, trial.number, self.n_seeds)
         trial.set_user_attr(WORKER_ATTR, _WORKER)
         trial.set_user_attr("seed", seeds[0])
         trial.set_user_attr("seeds", seeds)
@@ -310,20 +377,23 @@ class Objective:
         single = len(self.objectives) == 1
         inference = any(o.needs_inference for o in self.objectives)
         results: list[RunResult] = []
+        steps = [0] * len(seeds)
         try:
             for k, seed in enumerate(seeds):
                 log_path = None
                 if exp.optimization_log_path:
                     log_path = os.path.join(exp.optimization_log_path, f"trial_{trial.number}", f"seed_{seed}")
                 model_path = self.model_dir / f"trial_{trial.number}.zip" if self.model_dir and k == 0 else None
-                on_eval = self._reporter(trial, results) if single else None
+                on_eval = self._reporter(trial, results) if single and not self.seed_racing else None
                 result = train_run(exp, kwargs, seed, on_eval=on_eval, log_path=log_path, model_path=model_path,
-                                   measure_inference=inference)  # fmt: skip
+                                   measure_inference=inference, on_steps=_step_counter(trial, steps, k))  # fmt: skip
                 results.append(result)
                 if result.diverged:
                     raise self._fail(trial, f"diverged: the evaluation return of seed {seed} is not finite")
                 if result.stopped:
                     raise optuna.TrialPruned()
+                if self.seed_racing and self._race(trial, results, len(seeds)):
+                    raise optuna.TrialPruned(f"raced out after {len(results)} of {len(seeds)} seeds")
         except (optuna.TrialPruned, TrialFailed, KeyboardInterrupt):
             raise
         except Exception as exc:

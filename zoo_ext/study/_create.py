@@ -70,7 +70,8 @@ def create_study(exp: Experiment) -> tuple[optuna.Study, Objective]:
             )
             pruner_name = "none"
         # A trial with K seeds reports K runs of evaluations: the pruners' step budget grows with it.
-        n_steps = exp.n_evaluations * opts.n_seeds
+        # Racing reports once per seed instead (step = seed index): K steps.
+        n_steps = opts.n_seeds if opts.seed_racing else exp.n_evaluations * opts.n_seeds
         pruner = create_pruner(
             pruner_name,
             opts.pruner_kwargs,
@@ -139,6 +140,7 @@ def create_study(exp: Experiment) -> tuple[optuna.Study, Objective]:
         n_seeds=opts.n_seeds,
         seed_aggregate=opts.seed_aggregate,
         objective_metric=opts.objective_metric,
+        seed_racing=opts.seed_racing,
     )
     return study, objective
 

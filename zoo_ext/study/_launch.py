@@ -27,7 +27,8 @@ _logger = logging.getLogger("zoo_ext.study")
 def optimize(exp: Experiment) -> None:
     """Run the study with the zoo's budget flags, print and write the stock report; exit non-zero unless done.
 
-    Exit status 130 (SIGINT) or 143 (SIGTERM) when interrupted, 1 when trials kept failing.
+    Exit status 0 when the trial budget is spent or a stop rule (``--budget-steps``, ``--target-value``,
+    ``--patience``) ended the study, 130 (SIGINT) or 143 (SIGTERM) when interrupted, 1 when trials kept failing.
     """
     if exp.verbose > 0:
         print("Optimizing hyperparameters")

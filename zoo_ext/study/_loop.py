@@ -1,4 +1,5 @@
-"""The budget loop: runs trials until the study's budget is spent, recovers dead workers' trials, stops on failures."""
+"""The budget loop: runs trials until the study's budget is spent or a stop rule ends it, recovers dead workers'
+trials, stops on failures."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.study import MaxTrialsCallback
+from optuna.study import MaxTrialsCallback, StudyDirection
 from optuna.trial import TrialState
 
 from zoo_ext import storage, tracking
@@ -22,13 +23,32 @@ from zoo_ext.trial import Objective, TrialFailed
 
 if TYPE_CHECKING:
     from zoo_ext.experiment import Experiment
+    from zoo_ext.options import ZooOptions
 
-__all__ = ["COUNTED_STATES", "Outcome", "budget_total", "consecutive_failures", "n_counted", "run_tracked"]
+__all__ = [
+    "COUNTED_STATES",
+    "ENV_STEPS_ATTR",
+    "STOP_ATTR",
+    "Outcome",
+    "budget_steps_spent",
+    "budget_total",
+    "consecutive_failures",
+    "env_steps_used",
+    "n_counted",
+    "out_of_patience",
+    "run_tracked",
+    "stop_rule",
+    "target_reached",
+]
 
 _logger = logging.getLogger("zoo_ext.study")
 
 #: Trial states that count towards the budget (``--n-trials``, ``--max-total-trials``), as in stock rl_zoo3.
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED)
+#: Trial user attribute: the env steps the trial trained, all its seeds (updated at each evaluation while it runs).
+ENV_STEPS_ATTR = "env_steps"
+#: Study user attribute: why a stop rule ended the study (None again once a resumed study runs to its trial budget).
+STOP_ATTR = "stop_reason"
 
 
 @dataclass
@@ -39,6 +59,8 @@ class Outcome:
     signal: str | None = None
     #: Why the study was stopped for failing trials, if it was.
     failure: str | None = None
+    #: Why a stop rule (``--budget-steps``, ``--target-value``, ``--patience``) ended the study: a normal end.
+    stopped: str | None = None
 
     @property
     def completed(self) -> bool:
@@ -75,23 +97,29 @@ def run_tracked(
 
 
 def run_trials(study: optuna.Study, run_trial: Any, objective: Objective, exp: Experiment) -> Outcome:
-    """Run trials until the study's budget is spent; return how it ended.
+    """Run trials until the study's budget is spent or a stop rule ends it; return how it ended.
 
     The budget is the study's, shared by all its workers: live and finished trials count,
     failed ones do not. Once it is spent while trials of other workers still run, this worker
     waits for them: a dead worker's trial is failed when its heartbeats stop (database storages)
     and retried here, so the study still reaches its budget. After ``--max-consecutive-failures``
-    failed trials in a row it stops. A trial interrupted by SIGINT/SIGTERM is queued again
-    (``--trial-retries``), so resuming runs it first.
+    failed trials in a row it stops. The stop rules (:func:`stop_rule`) are read from the
+    storage before each trial, so every worker stops on the same state; trials already running
+    finish. A trial interrupted by SIGINT/SIGTERM is queued again (``--trial-retries``), so
+    resuming runs it first.
     """
     total = budget_total(exp)
-    limit = exp.options.max_consecutive_failures
+    opts = exp.options
+    limit = opts.max_consecutive_failures
     counted = n_counted(study)
     if counted:
         _logger.info("study %r: %d of %d trials counted so far", study.study_name, counted, total)
+    if opts.budget_steps and counted:
+        used = env_steps_used(study)
+        _logger.info("study %r: %d of %d env steps used so far", study.study_name, used, opts.budget_steps)
 
-    def stop_when_failing(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if trial.state == TrialState.FAIL and consecutive_failures(study, limit):
+    def stop_early(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if (trial.state == TrialState.FAIL and consecutive_failures(study, limit)) or stop_rule(study, opts):
             study.stop()
 
     run = functools.partial(study.optimize, run_trial, n_jobs=exp.n_jobs, gc_after_trial=True, catch=(TrialFailed,))
@@ -101,12 +129,19 @@ def run_trials(study: optuna.Study, run_trial: Any, objective: Objective, exp: E
             failure = consecutive_failures(study, limit)
             if failure:
                 return Outcome(failure=failure)
+            reason = stop_rule(study, opts)
+            if reason:
+                study.set_user_attr(STOP_ATTR, reason)
+                _logger.info("study %r stopped: %s", study.study_name, reason)
+                return Outcome(stopped=reason)
             missing = total - n_counted(study)
             if missing > 0:
                 # n_trials caps this process's --n-jobs threads too; the callback stops it early when other
                 # workers fill the budget, and a failed trial is made up by the next round of this loop.
-                run(n_trials=missing, callbacks=[MaxTrialsCallback(total, states=COUNTED_STATES), stop_when_failing])
+                run(n_trials=missing, callbacks=[MaxTrialsCallback(total, states=COUNTED_STATES), stop_early])
             elif not _wait_for_running(study, exp, seen):
+                if study.user_attrs.get(STOP_ATTR) is not None:
+                    study.set_user_attr(STOP_ATTR, None)  # a resumed study ran on: the old reason is stale
                 return Outcome()
     except KeyboardInterrupt as exc:
         name = getattr(exc, "signal_name", "SIGINT")
@@ -126,12 +161,8 @@ def consecutive_failures(study: optuna.Study, limit: int) -> str | None:
     """
     if limit <= 0:
         return None
-    finished = sorted(
-        (t for t in study.get_trials(deepcopy=False) if t.state.is_finished()),
-        key=lambda t: (t.datetime_complete or datetime.min, t.number),
-    )
     failed: list[optuna.trial.FrozenTrial] = []
-    for trial in reversed(finished):
+    for trial in reversed(_finished(study)):
         if trial.state != TrialState.FAIL:
             break
         if storage.is_external_failure(trial):
@@ -148,6 +179,85 @@ def consecutive_failures(study: optuna.Study, limit: int) -> str | None:
 
 def n_counted(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
+
+
+def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Return the study's finished trials in the order they finished."""
+    return sorted(
+        (t for t in study.get_trials(deepcopy=False) if t.state.is_finished()),
+        key=lambda t: (t.datetime_complete or datetime.min, t.number),
+    )
+
+
+def stop_rule(study: optuna.Study, opts: ZooOptions) -> str | None:
+    """Return why a stop rule ends the study now (``--budget-steps``, ``--target-value``, ``--patience``), else None."""
+    return (
+        budget_steps_spent(study, opts.budget_steps)
+        or target_reached(study, opts.target_value)
+        or out_of_patience(study, opts.patience)
+    )
+
+
+def env_steps_used(study: optuna.Study) -> int:
+    """Return the env steps all trials of ``study`` trained: complete, pruned, failed and running ones.
+
+    A running trial counts what it trained by its last evaluation, so a killed worker's steps count too.
+    """
+    return sum(int(t.user_attrs.get(ENV_STEPS_ATTR, 0)) for t in study.get_trials(deepcopy=False))
+
+
+def budget_steps_spent(study: optuna.Study, budget: int) -> str | None:
+    """Return the stop reason once the study's trials used ``budget`` env steps (0: no budget), else None."""
+    if budget <= 0:
+        return None
+    used = env_steps_used(study)
+    return f"budget-steps: {used} of {budget} env steps used" if used >= budget else None
+
+
+def _improves(value: float, than: float, direction: StudyDirection) -> bool:
+    return value > than if direction == StudyDirection.MAXIMIZE else value < than
+
+
+def target_reached(study: optuna.Study, target: float | None) -> str | None:
+    """Return the stop reason once a completed trial's first objective reached ``target`` (None: no target).
+
+    "Reached" follows the study's first direction: at least ``target`` when maximizing, at most when minimizing.
+    The reason names the first trial that reached it.
+    """
+    if target is None:
+        return None
+    direction = study.directions[0]
+    for trial in _finished(study):
+        if trial.state == TrialState.COMPLETE and trial.values and not _improves(target, trial.values[0], direction):
+            sign = ">=" if direction == StudyDirection.MAXIMIZE else "<="
+            return f"target-value: trial {trial.number} reached {trial.values[0]:g} {sign} {target:g}"
+    return None
+
+
+def out_of_patience(study: optuna.Study, patience: int) -> str | None:
+    """Return the stop reason once ``patience`` trials finished after the best one without beating it (0: never).
+
+    Counted in the order trials finished: completed, pruned and failed trials all count (each spent
+    budget without improving), except failures that say nothing about their configuration (an
+    interruption, a dead worker). Only a completed trial can improve the best, on the first
+    objective, strictly. The count starts at the first completed trial.
+    """
+    if patience <= 0:
+        return None
+    direction = study.directions[0]
+    best: optuna.trial.FrozenTrial | None = None
+    since = 0
+    for trial in _finished(study):
+        if trial.state == TrialState.FAIL and storage.is_external_failure(trial):
+            continue
+        complete = trial.state == TrialState.COMPLETE and bool(trial.values)
+        if complete and (best is None or _improves(trial.values[0], best.values[0], direction)):
+            best, since = trial, 0
+        elif best is not None:
+            since += 1
+    if best is None or since < patience:
+        return None
+    return f"patience: {since} trial{'s' if since > 1 else ''} without improving trial {best.number}"
 
 
 def _wait_for_running(study: optuna.Study, exp: Experiment, seen: dict[int, float]) -> bool:

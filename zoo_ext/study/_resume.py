@@ -48,6 +48,8 @@ def fingerprint(opts: options.ZooOptions, algo: str) -> dict[str, Any]:
         "n_seeds": opts.n_seeds,
         "seed_aggregate": opts.seed_aggregate,
         "objective_metric": opts.objective_metric,
+        # Racing changes the trials' seeds and what they report: only recorded when on, so older studies resume.
+        **({"seed_racing": True} if opts.seed_racing else {}),
     }
 
 

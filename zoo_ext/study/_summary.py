@@ -13,6 +13,7 @@ import optuna
 from optuna.trial import TrialState
 
 from zoo_ext import reports
+from zoo_ext.study._loop import STOP_ATTR, env_steps_used
 
 if TYPE_CHECKING:
     from zoo_ext.experiment import Experiment
@@ -23,10 +24,19 @@ _logger = logging.getLogger("zoo_ext.study")
 
 
 def summarize(study: optuna.Study, exp: Experiment) -> Path:
-    """Print the best trial, write the stock report (CSV, pickle) and the report folder; return the folder."""
+    """Print the best trial, write the stock report (CSV, pickle) and the report folder; return the folder.
+
+    Also printed: the env steps the trials used (of ``--budget-steps``) and why a stop rule ended the study.
+    """
     print("Number of finished trials: ", len(study.trials))
     states = {state.name: len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
     print("Trial states: ", ", ".join(f"{name}={n}" for name, n in states.items() if n))
+    used, budget = env_steps_used(study), exp.options.budget_steps
+    if used or budget:
+        print(f"Total env steps used: {used}" + (f" of {budget} (--budget-steps)" if budget else ""))
+    stop_reason = study.user_attrs.get(STOP_ATTR)
+    if stop_reason:
+        print(f"Study stopped early: {stop_reason}")
     print(reports.describe_best(study))
     warm = study.user_attrs.get("warm_start")
     if warm:

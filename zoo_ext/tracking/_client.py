@@ -29,6 +29,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from zoo_ext.storage import redact
 from zoo_ext.tracking._mapping import (
+    CARD_ARTIFACT,
+    MAX_TAG,
     NAMES_ARTIFACT,
     NUMBER_TAG,
     PARENT_TAG,
@@ -40,6 +42,7 @@ from zoo_ext.tracking._mapping import (
     ZOO,
     StudyProgress,
     TrialMapping,
+    card_metrics,
     closing_tags,
     mlflow_keys,
     objective_names,
@@ -287,6 +290,9 @@ class Tracker:
         study = study or self._study
         if study is not None:
             self._log_final_progress(study)
+            # Why a stop rule ended the study (--budget-steps, --target-value, --patience); empty when none did.
+            reason = study.user_attrs.get("stop_reason") or ""
+            self.call(self.client.set_tag, self.parent_run_id, "zoo_ext.stop_reason", text(reason, MAX_TAG))
         self.call(self.client.set_terminated, self.parent_run_id, status)
 
     def _progress(self, trials: Iterable[FrozenTrial], study: optuna.Study) -> StudyProgress:
@@ -556,6 +562,24 @@ class Tracker:
         keys = self._keys("metrics", (name for name, _, _ in points))
         self._log(runs[0].info.run_id, [Metric(keys[name], value, now, step) for name, value, step in points])
         self._save_renamed()
+
+    def log_result_card(self, card: Mapping[str, Mapping[str, Any]], html: str) -> None:
+        """Log a result card to the parent run: its :func:`card_metrics` and ``html`` as :data:`CARD_ARTIFACT`."""
+        if self.parent_run_id:
+            self.call(self._log_result_card, card, html)
+
+    def _log_result_card(self, card: Mapping[str, Mapping[str, Any]], html: str) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = card_metrics(card)
+        keys = self._keys("metrics", metrics)
+        self._log(self.parent_run_id, [Metric(keys[name], value, now, 0) for name, value in metrics.items()])
+        self._save_renamed()
+        with tempfile.TemporaryDirectory(prefix="zoo_ext_") as tmp:
+            path = Path(tmp) / CARD_ARTIFACT
+            path.write_text(html, encoding="utf-8")
+            self.client.log_artifact(self.parent_run_id, str(path))
 
     def logged_trial_numbers(self) -> set[int]:
         """Return the trial numbers that already have a run in this study's experiment."""

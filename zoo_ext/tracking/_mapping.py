@@ -398,3 +398,30 @@ class StudyProgress:
 def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:
     """Return True if signed values ``a`` are at least as good as ``b`` everywhere and better somewhere."""
     return all(x >= y for x, y in zip(a, b, strict=True)) and any(x > y for x, y in zip(a, b, strict=True))
+
+
+#: The parent run's artifact holding the result card of a re-evaluated study (a self-contained HTML page).
+CARD_ARTIFACT = "result_card.html"
+#: The statistics of a result card entry logged as metrics (``ci95`` as ``ci95_low`` and ``ci95_high``).
+_CARD_STATS = ("median", "iqm", "ci95", "p_improvement")
+
+
+def card_metrics(card: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
+    """Return a result card's metrics for the parent run: ``card/<entry>/<objective>/<statistic>``.
+
+    ``card`` is the study's ``test_scores``: per trial number (entry ``trial_<number>``) and
+    ``baseline``, per statistic, a value per objective. Missing statistics (no interval below two
+    seeds, no probability of improvement for the baseline) are not logged.
+    """
+    out: dict[str, float] = {}
+    for key, entry in card.items():
+        label = f"trial_{key}" if key.isdigit() else key
+        for stat in _CARD_STATS:
+            for name, value in (entry.get(stat) or {}).items():
+                if value is None:
+                    continue
+                if stat == "ci95":
+                    out[f"card/{label}/{name}/ci95_low"], out[f"card/{label}/{name}/ci95_high"] = map(float, value)
+                else:
+                    out[f"card/{label}/{name}/{stat}"] = float(value)
+    return out

@@ -1,0 +1,154 @@
+"""Seed racing (--seed-racing): the racing pruner, its options, and a bad trial raced out by the stock command."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import STOCK, load, optimize_args, run
+
+from zoo_ext import options
+from zoo_ext.pruners import RacingPruner, create_pruner
+from zoo_ext.study._resume import fingerprint
+from zoo_ext.trial import racing_seeds, trial_seeds
+
+
+def _study(direction: str = "maximize", **kwargs: float) -> optuna.Study:
+    return optuna.create_study(direction=direction, pruner=RacingPruner(**kwargs))  # type: ignore[arg-type]
+
+
+def _complete(study: optuna.Study, scores: Sequence[float]) -> None:
+    """Add a finished trial whose seed ``k`` scored ``scores[k]`` (its value: their mean)."""
+    trial = study.ask()
+    for k, score in enumerate(scores):
+        trial.report(score, k)
+    study.tell(trial, sum(scores) / len(scores))
+
+
+def _race(study: optuna.Study, scores: Sequence[float]) -> int | None:
+    """Report ``scores`` seed by seed like a racing trial; return the seed index it is pruned at, or None."""
+    trial = study.ask()
+    for k, score in enumerate(scores):
+        trial.report(score, k)
+        if trial.should_prune():
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            return k
+    study.tell(trial, sum(scores) / len(scores))
+    return None
+
+
+def test_a_dominated_trial_is_raced_out_at_its_second_seed() -> None:
+    study = _study()
+    _complete(study, [480.0, 500.0, 450.0])
+    assert _race(study, [130.0, 9.0, 500.0]) == 1  # its best seed (130) is below the best trial's worst (450)
+    assert _race(study, [470.0, 510.0, 440.0]) is None  # as good as the best: never pruned
+    assert _race(study, [130.0, 460.0, 20.0]) is None  # one seed reaches the best trial's range: no proof yet
+
+
+def test_minimizing_prunes_the_trial_above_the_best_trials_worst_seed() -> None:
+    study = _study("minimize")
+    _complete(study, [1.0, 2.0, 3.0])
+    assert _race(study, [5.0, 4.0, 0.0]) == 1
+    assert _race(study, [2.5, 4.0, 0.0]) is None
+
+
+def test_the_wilcoxon_test_takes_over_when_seeds_overlap() -> None:
+    """Slightly worse on every seed, inside the best trial's range: pruned once 2^-n < 0.1, at the 4th seed."""
+    study = _study()
+    best = [100.0, 200.0, 300.0, 400.0, 500.0]
+    _complete(study, best)
+    assert _race(study, [b - 5 for b in best]) == 3
+
+
+def test_nothing_is_pruned_before_min_seeds_or_without_a_best_trial() -> None:
+    study = _study(min_seeds=3)
+    assert _race(study, [1.0, 1.0, 1.0]) is None  # no completed trial yet
+    _complete(study, [100.0, 100.0, 100.0, 100.0])
+    assert _race(study, [1.0, 1.0, 1.0, 1.0]) == 2
+
+
+def test_racing_is_a_registered_pruner_taking_its_own_kwargs() -> None:
+    pruner = create_pruner("racing", {"min_seeds": 3}, n_startup_trials=5, n_evaluations=3)
+    assert isinstance(pruner, RacingPruner) and pruner._min_seeds == 3
+    with pytest.raises(Exception, match="min_seeds"):
+        create_pruner("racing", {"n_warmup_steps": 1}, n_startup_trials=5, n_evaluations=3)
+
+
+def _zoo_args(**given: object) -> argparse.Namespace:
+    """Return a namespace as zoo_ext's parser makes it: every zoo_ext option present, None when not given."""
+    return argparse.Namespace(**{**{option.dest: None for option in options.OPTIONS}, **given})
+
+
+def test_racing_defaults_to_the_racing_pruner_unless_one_is_given() -> None:
+    assert options.resolve(_zoo_args(n_seeds=3, seed_racing=True), {}, algo="a2c").pruner == "racing"
+    given = options.resolve(_zoo_args(n_seeds=3, seed_racing=True, pruner="wilcoxon"), {}, algo="a2c")
+    assert given.pruner == "wilcoxon"
+    from_yaml = options.resolve(_zoo_args(), {"n_seeds": 4, "seed_racing": True, "pruner": "median"}, algo="a2c")
+    assert from_yaml.seed_racing and from_yaml.pruner == "median"
+    # The stock parser (activation by --gym-packages): --pruner at its stock default counts as not given.
+    stock = options.resolve(argparse.Namespace(pruner="median"), {"n_seeds": 2, "seed_racing": True}, algo="a2c")
+    assert stock.pruner == "racing"
+    assert options.resolve(_zoo_args(n_seeds=3), {}, algo="a2c").pruner == "median"  # today's default
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"seed_racing": True}, "seed_racing races a trial's seeds: it needs n_seeds of at least 2, got 1"),
+        (
+            {"seed_racing": True, "n_seeds": 3, "objectives": ["mean_reward", "n_params"]},
+            "seed_racing needs a single objective",
+        ),
+        ({"pruner": "racing", "n_seeds": 3}, "pruner 'racing' compares the seeds of trials: it needs seed_racing"),
+    ],
+)
+def test_racing_without_what_it_needs_is_refused(given: dict[str, object], message: str) -> None:
+    with pytest.raises(options.OptionError, match=message):
+        options.resolve(_zoo_args(**given), {}, algo="a2c")
+
+
+def test_every_racing_trial_trains_the_same_seeds() -> None:
+    assert racing_seeds(7, 3) == [7, 8, 9]
+    assert trial_seeds(7, 1, 3) == [10, 11, 12]  # without racing each trial has its own
+
+
+def test_a_racing_study_is_not_resumed_without_racing() -> None:
+    racing = options.resolve(_zoo_args(n_seeds=3, seed_racing=True), {}, algo="a2c")
+    assert fingerprint(racing, "a2c")["seed_racing"] is True
+    assert "seed_racing" not in fingerprint(options.resolve(_zoo_args(n_seeds=3), {}, algo="a2c"), "a2c")
+
+
+def test_stock_command_refuses_racing_one_seed_before_training(workdir: Path) -> None:
+    proc = run([*STOCK, *optimize_args("a2c", "CartPole-v1"), "--seed-racing"], workdir, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "zoo_ext: error: seed_racing races a trial's seeds: it needs n_seeds of at least 2, got 1" in proc.stderr
+    assert not (workdir / "study.log").exists()
+
+
+#: Trial 0 learns CartPole in 8k steps on every seed (500); trial 1's learning rate cannot learn.
+RACE_SPACE = """
+def space(trial, n_actions, n_envs, additional_args):
+    trial.suggest_float("learning_rate", 1e-9, 1e-2, log=True)
+    return {"learning_rate": 3e-3 if trial.number == 0 else 1e-9}
+"""
+
+
+def test_a_learning_rate_that_cannot_learn_is_raced_out_before_its_last_seed(workdir: Path) -> None:
+    (workdir / "race.py").write_text(RACE_SPACE)
+    args = [*optimize_args("a2c", "CartPole-v1", n=8000, trials=2), "--n-evaluations", "1", "--eval-episodes", "5"]
+    args += ["--search-space", "race:space", "--n-seeds", "3", "--seed-racing", "--no-mlflow"]
+    proc = run([*STOCK, *args], workdir, env={"PYTHONPATH": str(workdir)})
+    assert "Pruner: RacingPruner" in proc.stdout
+    good, bad = load(workdir).trials
+    assert good.state.name == "COMPLETE" and good.user_attrs["seeds_run"] == 3
+    assert sorted(good.intermediate_values) == [0, 1, 2]  # one report per seed, step = seed index
+    assert min(good.intermediate_values.values()) > max(bad.intermediate_values.values())
+    assert bad.state.name == "PRUNED" and bad.user_attrs["seeds_run"] == 2
+    assert sorted(bad.intermediate_values) == [0, 1]
+    assert len(bad.user_attrs["per_seed"]["mean_reward"]) == 2 == len(bad.user_attrs["evaluations_per_seed"])
+    assert good.user_attrs["seeds"] == bad.user_attrs["seeds"] == [3, 4, 5]  # the same problems for both
+    assert bad.user_attrs["env_steps"] < good.user_attrs["env_steps"]
+    assert "raced out after 2 of 3 seeds" in proc.stderr
