@@ -19,6 +19,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 from zoo_ext.mlflow import track
+from zoo_ext.storage import quiet_optuna
 
 STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 ZOO_EXT = [sys.executable, "-m", "zoo_ext"]
@@ -32,10 +33,8 @@ def uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(autouse=True)
 def _quiet_optuna() -> Any:
-    before = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    yield
-    optuna.logging.set_verbosity(before)
+    with quiet_optuna(optuna.logging.ERROR):
+        yield
 
 
 def _journal(path: Path) -> optuna.storages.JournalStorage:
@@ -215,8 +214,12 @@ def test_n_jobs_study_has_one_parent_and_a_run_per_trial_then_sync_logs_an_untra
     synced = _check_runs(uri, "offline", offline)
     assert synced.info.status == "FINISHED" and synced.data.params["directions"] == "minimize"
     # The synced parent tells the study's story as if it had been tracked live, once (the second sync adds nothing).
+    # When trial 19 was not the last to finish, the end of the sync re-logs the final value at step 19
+    # (MLflow shows a metric's value at its highest step): that is the only point allowed beyond the story.
     for key, points in _story(_completion_order(offline)).items():
-        assert _history(uri, synced.info.run_id, key) == points, key
+        history = _history(uri, synced.info.run_id, key)
+        extra = sorted(set(history) - set(points))
+        assert set(points) <= set(history) and extra in ([], [(19, synced.data.metrics[key])]), key
     assert synced.data.tags["best_trial"] == str(offline.best_trial.number)
 
 
