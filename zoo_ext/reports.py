@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import optuna
 
+from zoo_ext import storage
+
 __all__ = ["PLOTS", "describe_best", "importance_evaluator", "pareto_table", "pick", "write_report"]
 
 _logger = logging.getLogger(__name__)
@@ -84,9 +86,8 @@ def _minimized(study: optuna.Study) -> optuna.Study:
     importances are those of reaching high values. Objective names become the legend.
     """
     signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
-    view = optuna.create_study(study_name=f"{study.study_name}-minimized", directions=["minimize"] * len(signs))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with storage.quiet_optuna(), storage.experimental():
+        view = optuna.create_study(study_name=f"{study.study_name}-minimized", directions=["minimize"] * len(signs))
         view.set_metric_names(objective_names(study))
     view.add_trials(
         optuna.trial.create_trial(

@@ -38,6 +38,7 @@ __all__ = [
     "finished_trial",
     "load_existing_study",
     "open_storage",
+    "quiet_optuna",
     "redact",
     "redact_all",
     "retry_trial",
@@ -61,6 +62,23 @@ def experimental() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExperimentalWarning)
         yield
+
+
+@contextlib.contextmanager
+def quiet_optuna(level: int | None = None) -> Iterator[None]:
+    """Lower Optuna's log level (default WARNING) while the block runs.
+
+    For the studies zoo_ext makes for itself (the probe's, a claim, in-memory copies): they log no
+    "A new study created" line among the user's output.
+    """
+    import optuna
+
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING if level is None else level)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(before)
 
 
 def redact(text: str) -> str:

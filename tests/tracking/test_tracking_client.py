@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from zoo_ext import record, tracking
+from zoo_ext.storage import quiet_optuna
 
 LONG = "p" * 300
 HUGE_VALUE = "v" * 7000
@@ -32,10 +33,8 @@ def uri(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(autouse=True)
 def _quiet_optuna() -> Any:
     """Optuna would log every trial's params, a 7000-character value included."""
-    before = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    yield
-    optuna.logging.set_verbosity(before)
+    with quiet_optuna(optuna.logging.WARNING):
+        yield
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -12,6 +12,8 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
+from zoo_ext.storage import quiet_optuna
+
 if TYPE_CHECKING:
     from zoo_ext.spaces import SearchSpace
 
@@ -95,9 +97,7 @@ def probe_space(
     """
     info = SpaceInfo()
     samples: list[dict[str, Any]] = []
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
+    with quiet_optuna():
         study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
         n_rejected, errors = 0, []
         for _ in range(n_samples):
@@ -124,8 +124,6 @@ def probe_space(
         if build is not None:
             args = (n_actions, n_envs, additional_args)
             _build_choices(space, space_name, study, info.distributions, samples, build, args)
-    finally:
-        optuna.logging.set_verbosity(verbosity)
     info.conditional = len({frozenset(params) for params in samples}) > 1
     if samples:
         info.conditional_params = tuple(sorted(set().union(*samples) - set(samples[0]).intersection(*samples)))

@@ -68,14 +68,11 @@ def _claim(study: optuna.Study, key: str) -> Callable[[], None] | None:
     if isinstance(study._storage, optuna.storages.InMemoryStorage):
         return lambda: None
     name = f"{study.study_name}:{key}"
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        optuna.create_study(storage=study._storage, study_name=name)
+        with storage.quiet_optuna():
+            optuna.create_study(storage=study._storage, study_name=name)
     except optuna.exceptions.DuplicatedStudyError:
         return None
-    finally:
-        optuna.logging.set_verbosity(verbosity)
     return functools.partial(optuna.delete_study, study_name=name, storage=study._storage)
 
 

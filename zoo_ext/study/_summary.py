@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
-from zoo_ext import reports
+from zoo_ext import reports, storage
 from zoo_ext.study._loop import STOP_ATTR, env_steps_used
 
 if TYPE_CHECKING:
@@ -79,14 +79,10 @@ def _describe_warm_start(study: optuna.Study, warm: dict[str, Any]) -> str:
 
 def _detached(study: optuna.Study) -> optuna.Study:
     """Return an in-memory copy of ``study`` to pickle: a database storage would pickle its URL (password)."""
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" line
-    try:
+    with storage.quiet_optuna():
         copy = optuna.create_study(
             study_name=study.study_name, directions=study.directions, sampler=study.sampler, pruner=study.pruner
         )
-    finally:
-        optuna.logging.set_verbosity(verbosity)
     for key, value in study.user_attrs.items():
         copy.set_user_attr(key, value)
     copy.add_trials(study.get_trials(deepcopy=False, states=tuple(s for s in TrialState if s.is_finished())))
