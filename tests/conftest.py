@@ -251,30 +251,45 @@ def postgres() -> Iterator[Postgres]:
 
 
 @contextlib.contextmanager
+def running_server(cmd: Sequence[str], folder: Path, ready: str, *, env: dict[str, str] | None = None,
+           timeout: float = 180) -> Iterator[str]:
+    """Run server ``cmd`` in ``folder`` (output in ``<folder>/server.log``) until URL ``ready`` answers; yield it.
+
+    Stops it (terminate, then kill) on exit; fails the test with the log if it exits or never answers.
+    """  # fmt: skip
+    log_path = folder / "server.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(list(cmd), cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    with urllib.request.urlopen(ready, timeout=2):
+                        break
+                except OSError:
+                    if server.poll() is not None or time.monotonic() > deadline:
+                        raise AssertionError(f"{cmd[0]} did not start:\n{log_path.read_text()}") from None
+                    time.sleep(0.3)
+            yield ready
+        finally:
+            server.terminate()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+@contextlib.contextmanager
 def mlflow_server(folder: Path, backend_store_uri: str) -> Iterator[str]:
     """Run a throw-away ``mlflow server`` on 127.0.0.1 with ``backend_store_uri``; yield its URL."""
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
            "--backend-store-uri", backend_store_uri, "--artifacts-destination", str(folder / "artifacts")]  # fmt: skip
-    log_path = folder / "mlflow-server.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen(cmd, cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 180
-            while True:
-                try:
-                    with urllib.request.urlopen(f"{url}/health", timeout=2):
-                        break
-                except OSError:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        raise AssertionError(f"mlflow server did not start:\n{log_path.read_text()}") from None
-                    time.sleep(0.5)
-            yield url
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    url = f"http://127.0.0.1:{port}"
+    with running_server(cmd, folder, f"{url}/health", env=env):
+        yield url
 
 
 def signal_mid_trial(

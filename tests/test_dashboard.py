@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
-from conftest import free_port
+from conftest import free_port, running_server
 
 #: The console script pip installs next to the interpreter (optuna_dashboard has no ``__main__``).
 DASHBOARD = Path(sys.executable).with_name("optuna-dashboard")
@@ -28,31 +26,10 @@ def _get(url: str) -> Any:
 def dashboard(storage: str, cwd: Path) -> Iterator[str]:
     """Run ``optuna-dashboard STORAGE`` on a free port of 127.0.0.1; yield its URL once it answers."""
     port = free_port()
-    log_path = cwd / "dashboard.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen(
-            [str(DASHBOARD), storage, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    _get(f"{url}/api/meta")
-                    break
-                except OSError:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        raise AssertionError(f"optuna-dashboard did not start:\n{log_path.read_text()}") from None
-                    time.sleep(0.3)
-            yield url
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+    url = f"http://127.0.0.1:{port}"
+    cmd = [str(DASHBOARD), storage, "--host", "127.0.0.1", "--port", str(port)]
+    with running_server(cmd, cwd, f"{url}/api/meta", timeout=120):
+        yield url
 
 
 def _tuning_study(storage: Any) -> optuna.Study:

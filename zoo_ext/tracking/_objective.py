@@ -104,18 +104,24 @@ class RunPerTrial:
         status: str | None,
         reason: str | None,
     ) -> None:
-        with tempfile.TemporaryDirectory(prefix="zoo_ext_") as tmp:
-            artifacts: dict[str, Path] = {}
-            if run_id:
-                try:
-                    artifacts = self._artifacts(Path(tmp), trial, values)
-                except Exception as exc:  # noqa: BLE001 - the run still gets its data and status
-                    _logger.warning("trial %d: no MLflow artifacts (%s)", trial.number, first_line(exc))
-            self.tracker.end_trial(run_id, trial, state, values, artifacts, status=status, reason=reason)
+        try:
+            with tempfile.TemporaryDirectory(prefix="zoo_ext_") as tmp:
+                artifacts: dict[str, Path] = {}
+                if run_id:
+                    try:
+                        artifacts = self._artifacts(Path(tmp), trial, values)
+                    except Exception as exc:  # noqa: BLE001 - the run still gets its data and status
+                        _logger.warning("trial %d: no MLflow artifacts (%s)", trial.number, first_line(exc))
+                self.tracker.end_trial(run_id, trial, state, values, artifacts, status=status, reason=reason)
+        finally:
+            self._discard(trial)
 
     def _artifacts(self, folder: Path, trial: optuna.Trial, values: list[float] | None) -> dict[str, Path]:
         """Return the files to upload to the trial's run (written into ``folder``): none here."""
         return {}
+
+    def _discard(self, trial: optuna.Trial) -> None:
+        """Remove what the trial left for its run once the run is closed (logged or not): nothing here."""
 
 
 class TrackedObjective(RunPerTrial):
@@ -144,22 +150,11 @@ class TrackedObjective(RunPerTrial):
                 return False
         return True
 
-    def _close(
-        self,
-        run_id: str,
-        trial: optuna.Trial,
-        state: TrialState,
-        values: list[float] | None,
-        *,
-        status: str | None,
-        reason: str | None,
-    ) -> None:
-        try:
-            super()._close(run_id, trial, state, values, status=status, reason=reason)
-        finally:
-            model = self._model(trial)
-            if model is not None:
-                model.unlink(missing_ok=True)
+    def _discard(self, trial: optuna.Trial) -> None:
+        """Delete the trial's model zip: uploaded or not, it is not kept on disk."""
+        model = self._model(trial)
+        if model is not None:
+            model.unlink(missing_ok=True)
 
     def _artifacts(self, folder: Path, trial: optuna.Trial, values: list[float] | None) -> dict[str, Path]:
         """Return the trial's artifacts: ``hyperparams.yml``, and its model if kept (log-models or best)."""
