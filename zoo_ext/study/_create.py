@@ -104,8 +104,7 @@ def create_study(exp: Experiment) -> tuple[optuna.Study, Objective]:
         )
         study, created = _create_or_join(exp, backend, sampler, make_sampler, pruner, directions)
     except Exception as exc:  # noqa: BLE001 - any driver's connection error, reported without the password
-        where = storage.redact(str(exp.storage))
-        options.exit_with_error(StorageError(f"cannot open storage {where}: {storage.redact(str(exc))}"))
+        options.exit_with_error(StorageError.of(exp.storage, exc))
     requested = fingerprint(opts, exp.algo)
     if created:
         study.set_user_attr(FINGERPRINT_ATTR, requested)

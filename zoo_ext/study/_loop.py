@@ -9,6 +9,7 @@ import signal as signal_module
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -183,18 +184,29 @@ def n_counted(study: optuna.Study) -> int:
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """Return the study's finished trials in the order they finished."""
+    return _in_finish_order(study.get_trials(deepcopy=False))
+
+
+def _in_finish_order(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
     return sorted(
-        (t for t in study.get_trials(deepcopy=False) if t.state.is_finished()),
-        key=lambda t: (t.datetime_complete or datetime.min, t.number),
+        (t for t in trials if t.state.is_finished()), key=lambda t: (t.datetime_complete or datetime.min, t.number)
     )
 
 
 def stop_rule(study: optuna.Study, opts: ZooOptions) -> str | None:
-    """Return why a stop rule ends the study now (``--budget-steps``, ``--target-value``, ``--patience``), else None."""
+    """Return why a stop rule ends the study now (``--budget-steps``, ``--target-value``, ``--patience``), else None.
+
+    The trials are read once for all rules, and not at all when no rule is set.
+    """
+    if not (opts.budget_steps > 0 or opts.target_value is not None or opts.patience > 0):
+        return None
+    trials = study.get_trials(deepcopy=False)
+    finished = _in_finish_order(trials)
+    direction = study.directions[0]
     return (
-        budget_steps_spent(study, opts.budget_steps)
-        or target_reached(study, opts.target_value)
-        or out_of_patience(study, opts.patience)
+        _budget_reason(trials, opts.budget_steps)
+        or _target_reason(finished, direction, opts.target_value)
+        or _patience_reason(finished, direction, opts.patience)
     )
 
 
@@ -203,14 +215,22 @@ def env_steps_used(study: optuna.Study) -> int:
 
     A running trial counts what it trained by its last evaluation, so a killed worker's steps count too.
     """
-    return sum(int(t.user_attrs.get(ENV_STEPS_ATTR, 0)) for t in study.get_trials(deepcopy=False))
+    return _env_steps(study.get_trials(deepcopy=False))
+
+
+def _env_steps(trials: Sequence[optuna.trial.FrozenTrial]) -> int:
+    return sum(int(t.user_attrs.get(ENV_STEPS_ATTR, 0)) for t in trials)
 
 
 def budget_steps_spent(study: optuna.Study, budget: int) -> str | None:
     """Return the stop reason once the study's trials used ``budget`` env steps (0: no budget), else None."""
+    return _budget_reason(study.get_trials(deepcopy=False), budget)
+
+
+def _budget_reason(trials: Sequence[optuna.trial.FrozenTrial], budget: int) -> str | None:
     if budget <= 0:
         return None
-    used = env_steps_used(study)
+    used = _env_steps(trials)
     return f"budget-steps: {used} of {budget} env steps used" if used >= budget else None
 
 
@@ -224,10 +244,15 @@ def target_reached(study: optuna.Study, target: float | None) -> str | None:
     "Reached" follows the study's first direction: at least ``target`` when maximizing, at most when minimizing.
     The reason names the first trial that reached it.
     """
+    return _target_reason(_finished(study), study.directions[0], target)
+
+
+def _target_reason(
+    finished: Sequence[optuna.trial.FrozenTrial], direction: StudyDirection, target: float | None
+) -> str | None:
     if target is None:
         return None
-    direction = study.directions[0]
-    for trial in _finished(study):
+    for trial in finished:
         if trial.state == TrialState.COMPLETE and trial.values and not _improves(target, trial.values[0], direction):
             sign = ">=" if direction == StudyDirection.MAXIMIZE else "<="
             return f"target-value: trial {trial.number} reached {trial.values[0]:g} {sign} {target:g}"
@@ -242,12 +267,17 @@ def out_of_patience(study: optuna.Study, patience: int) -> str | None:
     interruption, a dead worker). Only a completed trial can improve the best, on the first
     objective, strictly. The count starts at the first completed trial.
     """
+    return _patience_reason(_finished(study), study.directions[0], patience)
+
+
+def _patience_reason(
+    finished: Sequence[optuna.trial.FrozenTrial], direction: StudyDirection, patience: int
+) -> str | None:
     if patience <= 0:
         return None
-    direction = study.directions[0]
     best: optuna.trial.FrozenTrial | None = None
     since = 0
-    for trial in _finished(study):
+    for trial in finished:
         if trial.state == TrialState.FAIL and storage.is_external_failure(trial):
             continue
         complete = trial.state == TrialState.COMPLETE and bool(trial.values)

@@ -32,6 +32,11 @@ FINGERPRINT_ATTR = "zoo_ext_fingerprint"
 class StorageError(RuntimeError):
     """The ``--storage`` cannot be opened; the message has no password."""
 
+    @classmethod
+    def of(cls, storage_url: str | None, exc: Exception) -> StorageError:
+        """Return the error for ``exc`` raised while opening ``storage_url``, passwords redacted."""
+        return cls(f"cannot open storage {storage.redact(str(storage_url))}: {storage.redact(str(exc))}")
+
 
 def fingerprint(opts: options.ZooOptions, algo: str) -> dict[str, Any]:
     """Return what defines a study's parameters and values; a resume with other values is refused.
@@ -99,8 +104,7 @@ def resolve_study(
         except KeyError:
             return storage_url, study_name
         except Exception as exc:  # noqa: BLE001 - any driver's connection error, reported without the password
-            where = storage.redact(storage_url)
-            options.exit_with_error(StorageError(f"cannot open storage {where}: {storage.redact(str(exc))}"))
+            options.exit_with_error(StorageError.of(storage_url, exc))
         check_resume(attrs, print_, opts, study_name=study_name, storage_url=storage_url)
     return storage_url, study_name
 
