@@ -45,10 +45,22 @@ TRAIN = [sys.executable, "-m", "rl_zoo3.train"]
 RECOMMENDED = ["--search-space", "conditional", "--warm-start", "--sampler", "tpe", "--pruner", "median",
                "--n-startup-trials", "5"]  # fmt: skip
 STOCK_SEARCH = ["--sampler", "tpe", "--pruner", "median"]
+#: The cold section's zoo_ext side: the ``cold`` preset, 10 evaluations per trial (finer pruning).
+COLD = ["--preset", "cold", "--n-evaluations", "10"]
 #: The throughput section's trial: a mid-cost PPO configuration in the params of rl_zoo3's PPO space.
 THROUGHPUT_PPO = {"batch_size_pow": 6, "n_steps_pow": 10, "one_minus_gamma": 0.02, "one_minus_gae_lambda": 0.05,
                   "learning_rate": 0.001, "ent_coef": 1e-8, "clip_range": 0.2, "n_epochs": 10, "max_grad_norm": 0.5,
                   "net_arch": "small", "activation_fn": "tanh"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One tuning problem of the cold section: algorithm, env, steps per trial, and stock's trial count."""
+
+    algo: str
+    env_id: str
+    steps: int
+    trials: int
 
 
 @dataclass(frozen=True)
@@ -67,9 +79,18 @@ class Budget:
     retrain_seeds: int
     eval_episodes: int
     threshold: float = -250.0
+    small_study_pairs: int = 5
+    #: The cold section's problems (stock runs ``trials`` trials; zoo_ext gets the same env steps) and racing line.
+    cold_problems: tuple[Problem, ...] = (
+        Problem("ppo", "Pendulum-v1", 100_000, 8),
+        Problem("a2c", "CartPole-v1", 50_000, 8),
+    )
+    racing_problem: Problem = Problem("a2c", "CartPole-v1", 30_000, 6)
 
 
-QUICK = Budget(("a2c", "CartPole-v1"), 2048, 2, 1, 1024, 2, 2048, 2, (1,), 2, 2)
+QUICK = Budget(("a2c", "CartPole-v1"), 2048, 2, 1, 1024, 2, 2048, 2, (1,), 2, 2, small_study_pairs=1,
+               cold_problems=(Problem("a2c", "CartPole-v1", 2048, 2),),
+               racing_problem=Problem("a2c", "CartPole-v1", 1024, 2))  # fmt: skip
 FULL = Budget(("ppo", "Pendulum-v1"), 20_000, 5, 2, 32_000, 10, 100_000, 8, (1, 2, 3), 5, 10)
 
 
@@ -148,6 +169,92 @@ def overhead(run: Runner, budget: Budget) -> dict[str, Any]:
     return result
 
 
+#: The small study's name and sampler seed (its 3 random trials are cheap PPO configurations: batch 64, 512, 32).
+SMALL_STUDY, SMALL_SEED = "small", 14
+
+
+def _tree_rss(pid: int) -> int:
+    """Return the summed resident memory (bytes) of process ``pid`` and its live descendants (0 once it is gone)."""
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+            for task in Path(f"/proc/{current}/task").iterdir():
+                stack += [int(child) for child in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+        total += next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0)
+    return total
+
+
+def measured_run(folder: Path, args: list[str], *, stock: bool) -> dict[str, float]:
+    """Run ``rl_zoo3.train args`` in a new ``folder``, MLflow on a new SQLite store there; return time and memory.
+
+    ``seconds``: the whole command's wall time. ``tree_peak_mib``: the largest summed RSS of the
+    command's process tree (the process and every descendant alive at that moment), sampled from
+    /proc every 20 ms. ``process_peak_mib``: the largest peak RSS of any one process of the tree
+    (the kernel's exact ``ru_maxrss`` of ``wait4``, as ``/usr/bin/time`` prints it).
+    """
+    folder.mkdir(parents=True)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    env.pop("ZOO_EXT_DISABLE", None)
+    if stock:
+        env["ZOO_EXT_DISABLE"] = "1"
+    with (folder / "stdout.txt").open("w") as out, (folder / "stderr.txt").open("w") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen([*TRAIN, *args], cwd=folder, env=env, stdout=out, stderr=err)
+        peak = 0
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            peak = max(peak, _tree_rss(proc.pid))
+            time.sleep(0.02)
+        seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} in {folder} exited {proc.returncode}:\n"
+                           f"{(folder / 'stderr.txt').read_text()[-3000:]}")  # fmt: skip
+    return {"seconds": seconds, "tree_peak_mib": peak / 2**20, "process_peak_mib": usage.ru_maxrss / 1024}
+
+
+def small_study(run: Runner, budget: Budget) -> dict[str, Any]:
+    """Whole-command wall time and peak memory of a small new study with MLflow on, zoo_ext vs stock.
+
+    PPO on Pendulum-v1, 3 seeded random trials of 8,192 steps (the same parameters in both), a new
+    journal study and a new MLflow SQLite store in a new folder for every run (stock rl_zoo3 logs
+    nothing to it; zoo_ext creates it). Pairs alternate stock/zoo_ext and zoo_ext/stock to cancel
+    drift; the medians over the runs are compared.
+    """
+    n, steps, pairs = 3, 8192, budget.small_study_pairs
+    print(f"== small study: ppo Pendulum-v1, {n} trials x {steps} steps, MLflow on a new local store per run, "
+          f"{pairs} pair(s) of stock/zoo_ext")  # fmt: skip
+    args = study_args("ppo", "Pendulum-v1", steps, n, SMALL_STUDY, "--sampler", "random", "--pruner", "none",
+                      "--seed", str(SMALL_SEED))  # fmt: skip
+    runs: dict[str, list[dict[str, float]]] = {"stock": [], "zoo_ext": []}
+    for pair in range(pairs):
+        for mode in ("stock", "zoo_ext") if pair % 2 == 0 else ("zoo_ext", "stock"):
+            runs[mode].append(measured_run(run.root / "small_study" / f"{mode}-{pair}", args, stock=mode == "stock"))
+    median = {mode: {key: statistics.median(r[key] for r in rows) for key in rows[0]} for mode, rows in runs.items()}
+    stock, zoo = median["stock"], median["zoo_ext"]
+    result = {
+        "runs": runs,
+        "median": median,
+        "command_ratio": ratio(zoo["seconds"], stock["seconds"]),
+        "tree_peak_difference_mib": zoo["tree_peak_mib"] - stock["tree_peak_mib"],
+        "process_peak_difference_mib": zoo["process_peak_mib"] - stock["process_peak_mib"],
+    }
+    print(f"median whole-command time: stock {stock['seconds']:.1f} s, zoo_ext {zoo['seconds']:.1f} s")
+    print(f"small-study whole-command ratio: {result['command_ratio']:.3f}x (target <= 1.08x)")
+    print(f"median peak memory of the process tree: stock {stock['tree_peak_mib']:.0f} MiB, zoo_ext "
+          f"{zoo['tree_peak_mib']:.0f} MiB, difference {result['tree_peak_difference_mib']:+.0f} MiB "
+          "(target <= +60 MiB)")  # fmt: skip
+    print(f"median peak RSS of the largest process: stock {stock['process_peak_mib']:.0f} MiB, zoo_ext "
+          f"{zoo['process_peak_mib']:.0f} MiB, difference {result['process_peak_difference_mib']:+.0f} MiB")  # fmt: skip
+    return result
+
+
 def throughput(run: Runner, budget: Budget) -> dict[str, Any]:
     """Trials per hour of ``--n-workers 2`` vs stock ``--n-jobs 1`` and ``--n-jobs 2``, the very same trials.
 
@@ -207,13 +314,15 @@ def env_steps(trials: list[FrozenTrial], steps: int, n_evaluations: int) -> int:
     return sum(len(t.intermediate_values) for t in trials) * (steps // n_evaluations)
 
 
-def retrain(run: Runner, folder: str, study_name: str, trial: int, seed: int, budget: Budget) -> float:
+def retrain(
+    run: Runner, folder: str, study_name: str, trial: int, seed: int, problem: Problem, episodes: int
+) -> float:
     """Re-train trial ``trial`` of a study with ``seed``; return its final mean evaluation return."""
     out = f"{folder}/retrain-{trial}-{seed}"
-    args = ["--algo", "ppo", "--env", "Pendulum-v1", "-n", str(budget.search_steps), "--num-threads", "1",
+    args = ["--algo", problem.algo, "--env", problem.env_id, "-n", str(problem.steps), "--num-threads", "1",
             "--storage", str(run.root / folder / f"{study_name}.log"), "--study-name", study_name,
-            "--trial-id", str(trial), "--seed", str(seed), "--eval-freq", str(budget.search_steps),
-            "--eval-episodes", str(budget.eval_episodes), "-f", "logs"]  # fmt: skip
+            "--trial-id", str(trial), "--seed", str(seed), "--eval-freq", str(problem.steps),
+            "--eval-episodes", str(episodes), "-f", "logs"]  # fmt: skip
     run(out, args, stock=False)
     (npz,) = (run.root / out / "logs").rglob("evaluations.npz")
     return float(np.load(npz)["results"][-1].mean())
@@ -254,7 +363,11 @@ def search(run: Runner, budget: Budget) -> dict[str, Any]:
                    "steps_to_threshold": reached, "env_steps_used": env_steps(trials, budget.search_steps, n_eval),
                    "states": {name: states.count(name) for name in sorted(set(states))}}  # fmt: skip
             rows[label].append(row)
-            retrains += [(row, pool.submit(retrain, run, folder, "search", best.number, s, budget)) for s in fresh]
+            problem = Problem("ppo", "Pendulum-v1", budget.search_steps, budget.search_trials)
+            retrains += [
+                (row, pool.submit(retrain, run, folder, "search", best.number, s, problem, budget.eval_episodes))
+                for s in fresh
+            ]
         scores = [future.result() for _, future in retrains]
     for label_rows in rows.values():
         label_rows.sort(key=lambda row: row["study_seed"])
@@ -295,6 +408,116 @@ def search(run: Runner, budget: Budget) -> dict[str, Any]:
     return result
 
 
+def stock_env_steps(trials: list[FrozenTrial], steps: int) -> int:
+    """Return the env steps of a stock study: ``steps`` per complete trial, a pruned one's share of its evaluations."""
+    full = max((len(t.intermediate_values) for t in trials if t.state == TrialState.COMPLETE), default=1)
+    return sum(
+        steps if t.state == TrialState.COMPLETE else steps * len(t.intermediate_values) // max(full, 1) for t in trials
+    )
+
+
+def cold(run: Runner, budget: Budget) -> dict[str, Any]:
+    """Tuning from scratch: stock TPE + median vs the ``cold`` preset at equal env steps, re-trained on fresh seeds.
+
+    No warm start on either side. Stock runs ``trials`` trials of ``steps``; zoo_ext runs the cold
+    preset under ``--budget-steps`` sized so that its last trial cannot take it past the same env
+    steps. Each study's best trial is re-trained on ``retrain_seeds`` fresh seeds. The racing line
+    runs ``--n-seeds 3`` with and without ``--seed-racing`` (both with the cold preset) at equal
+    trial count.
+    """
+    from zoo_ext import statistics as stats
+
+    fresh = [100_000 + i for i in range(budget.retrain_seeds)]
+    print(f"== cold: no warm start, study seeds {list(budget.study_seeds)}, best trial re-trained on "
+          f"{len(fresh)} fresh seeds x {budget.eval_episodes} episodes")  # fmt: skip
+    jobs: list[tuple[str, str, int, Problem, list[str], bool]] = []
+    for problem in budget.cold_problems:
+        cap = problem.trials * problem.steps - problem.steps + 1  # the last trial starts below this: <= the budget
+        sides = {"stock": ([*STOCK_SEARCH, "--n-evaluations", "5"], True, problem.trials),
+                 "zoo_ext": ([*COLD, "--budget-steps", str(cap)], False, 10 * problem.trials)}  # fmt: skip
+        for seed in budget.study_seeds:
+            for label, (extra, stock, n_trials) in sides.items():
+                args = study_args(problem.algo, problem.env_id, problem.steps, n_trials, "cold", *extra,
+                                  "--seed", str(seed), "--num-threads", "1",
+                                  "--eval-episodes", str(budget.eval_episodes))  # fmt: skip
+                jobs.append((f"{problem.algo}-{problem.env_id}", label, seed, problem, args, stock))
+    racing = budget.racing_problem
+    for seed in budget.study_seeds:
+        for label, extra in (("racing", ["--seed-racing"]), ("no racing", [])):
+            args = study_args(racing.algo, racing.env_id, racing.steps, racing.trials, "cold", *COLD,
+                              "--n-seeds", "3", *extra, "--seed", str(seed), "--num-threads", "1",
+                              "--eval-episodes", str(budget.eval_episodes))  # fmt: skip
+            jobs.append(("racing", label, seed, racing, args, False))
+    rows: list[dict[str, Any]] = []
+    retrains: list[tuple[dict[str, Any], Any]] = []
+    with ThreadPoolExecutor(2) as pool:  # the longest studies (first problem) are queued first
+        studies = {}
+        for part, label, seed, problem, args, stock in jobs:
+            folder = f"cold/{part}/{label.replace(' ', '-')}-{seed}"
+            studies[pool.submit(run, folder, args, stock=stock)] = (part, label, seed, problem, folder)
+        for done in as_completed(studies):
+            done.result()
+            part, label, seed, problem, folder = studies[done]
+            trials = load_study(run.root / folder / "cold.log", "cold").get_trials(deepcopy=False)
+            best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value or -np.inf)
+            states = [t.state.name for t in trials]
+            used = sum(int(t.user_attrs.get("env_steps", 0)) for t in trials)
+            if label == "stock":  # stock records no env steps: a pruned trial ran its share of the evaluations
+                used = stock_env_steps(trials, problem.steps)
+            row: dict[str, Any] = {"part": part, "side": label, "study_seed": seed, "best_trial": best.number,
+                   "best_trial_value": best.value, "env_steps_used": used,
+                   "states": {name: states.count(name) for name in sorted(set(states))}}  # fmt: skip
+            rows.append(row)
+            print(f"  (done: {part} {label} seed {seed}, best {best.value:.1f}, {used} env steps)", flush=True)
+            retrains += [
+                (row, pool.submit(retrain, run, folder, "cold", best.number, s, problem, budget.eval_episodes))
+                for s in fresh
+            ]
+        for row, future in retrains:
+            row.setdefault("retrain_returns", []).append(future.result())
+    rows.sort(key=lambda row: (row["part"], row["side"], row["study_seed"]))
+    result: dict[str, Any] = {"rows": rows}
+    for part in dict.fromkeys(row["part"] for row in rows):
+        part_rows = [row for row in rows if row["part"] == part]
+        labels = ["no racing", "racing"] if part == "racing" else ["stock", "zoo_ext"]
+        print(f"-- {part}: " + ("--n-seeds 3 with vs without --seed-racing, equal trial count" if part == "racing"
+              else f"stock {' '.join(STOCK_SEARCH)} vs zoo_ext {' '.join(COLD)} + --budget-steps"))  # fmt: skip
+        summary: dict[str, Any] = {}
+        for side in labels:
+            side_rows = [row for row in part_rows if row["side"] == side]
+            for row in side_rows:
+                row["retrain_median"] = stats.median(row["retrain_returns"])
+                print(f"{side:9s} seed {row['study_seed']}: best trial {row['best_trial']} "
+                      f"({row['best_trial_value']:.1f}) re-trained median {row['retrain_median']:.1f}, "
+                      f"env steps used {row['env_steps_used']}, {row['states']}")  # fmt: skip
+            scores = [score for row in side_rows for score in row["retrain_returns"]]
+            summary[side] = {**stats.describe(scores, seed=0), "scores": scores,
+                             "env_steps": sum(row["env_steps_used"] for row in side_rows)}  # fmt: skip
+            ci = summary[side]["ci95"] or [float("nan")] * 2
+            print(f"{side:9s} IQM {summary[side]['iqm']:.1f} [95% CI {ci[0]:.1f}, {ci[1]:.1f}] over "
+                  f"{len(scores)} re-trainings, env steps used {summary[side]['env_steps']}")  # fmt: skip
+        first, second = (summary[side] for side in labels)
+        if part == "racing":
+            share = ratio(second["env_steps"], first["env_steps"])
+            overlap = first["ci95"] and second["ci95"] and first["ci95"][0] <= second["ci95"][1] \
+                and second["ci95"][0] <= first["ci95"][1]  # fmt: skip
+            summary["env_steps_share"] = share
+            print(f"racing used {share:.0%} of the env steps without racing; test IQM CIs overlap: "
+                  f"{'yes' if overlap else 'no'} (target: <= 60% with overlapping CIs)")  # fmt: skip
+        else:
+            p_better = stats.probability_of_improvement(second["scores"], first["scores"])
+            above = bool(first["ci95"] and second["ci95"] and second["ci95"][0] > first["ci95"][1])
+            summary["p_improvement"] = p_better
+            print(f"P(zoo_ext > stock) = {p_better:.2f}; zoo_ext's IQM CI entirely above stock's: "
+                  f"{'yes' if above else 'no'}")  # fmt: skip
+            if part == "ppo-Pendulum-v1":
+                medians = [row["retrain_median"] for row in part_rows if row["side"] == "zoo_ext"]
+                print(f"zoo_ext re-trained median >= -250 in every study seed: "
+                      f"{'yes' if min(medians) >= -250 else 'no'} (worst {min(medians):.1f})")  # fmt: skip
+        result[part] = summary
+    return result
+
+
 def machine() -> dict[str, Any]:
     """Return a description of this machine and the package versions."""
     from importlib.metadata import version
@@ -313,7 +536,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny budgets: finishes in minutes (smoke test)")
     parser.add_argument("--out", type=Path, default=Path("benchmark-results"), help="work and results folder")
-    sections = {"overhead": overhead, "throughput": throughput, "search": search}
+    sections = {"overhead": overhead, "small_study": small_study, "throughput": throughput, "search": search,
+                "cold": cold}  # fmt: skip
     parser.add_argument("--sections", nargs="+", default=list(sections), choices=list(sections), help="default: all")
     args = parser.parse_args(argv)
     budget = QUICK if args.quick else FULL

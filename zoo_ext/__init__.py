@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from zoo_ext._startup import on_package_import as _on_package_import
 
 if TYPE_CHECKING:
+    from zoo_ext.presets import register_preset
     from zoo_ext.pruners import register_pruner
     from zoo_ext.samplers import register_sampler
     from zoo_ext.spaces import register_search_space, register_search_space_file
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "register_preset",
     "register_pruner",
     "register_sampler",
     "register_search_space",
@@ -29,6 +31,7 @@ _LAZY = {
     "register_search_space_file": "zoo_ext.spaces",
     "register_sampler": "zoo_ext.samplers",
     "register_pruner": "zoo_ext.pruners",
+    "register_preset": "zoo_ext.presets",
 }
 
 

@@ -50,6 +50,12 @@ class Option:
 
 OPTIONS: tuple[Option, ...] = (
     Option(
+        "preset",
+        "--preset",
+        None,
+        "A named bundle of the options below (e.g. cold: tuning with no tuned table); options given win over it",
+    ),
+    Option(
         "search_space",
         "--search-space",
         "zoo",
@@ -163,6 +169,13 @@ OPTIONS: tuple[Option, ...] = (
         kind="int",
     ),
     Option(
+        "no_progress",
+        "--no-progress",
+        False,
+        "Do not draw the live progress line (trials or env steps done, states, best value, ETA) on a terminal",
+        kind="flag",
+    ),
+    Option(
         "mlflow_tracking_uri",
         "--mlflow-tracking-uri",
         None,
@@ -196,6 +209,7 @@ def _default(dest: str) -> Any:
 class ZooOptions:
     """The resolved zoo_ext options of one experiment (defaults: :data:`OPTIONS`, written once there)."""
 
+    preset: str | None = _default("preset")
     search_space: str = _default("search_space")
     sampler: str = _default("sampler")
     sampler_kwargs: dict[str, Any] = _default("sampler_kwargs")
@@ -222,6 +236,7 @@ class ZooOptions:
     budget_steps: int = _default("budget_steps")
     target_value: float | None = _default("target_value")
     patience: int = _default("patience")
+    no_progress: bool = _default("no_progress")
 
 
 def add_arguments(parser: argparse.ArgumentParser, store_dict: type[argparse.Action]) -> None:
@@ -276,7 +291,7 @@ def _with_quoting_hint(store_dict: type[argparse.Action]) -> type[argparse.Actio
 
 
 def resolve(args: argparse.Namespace, block: Any, *, algo: str) -> ZooOptions:
-    """Return the options of this run: command line, then the YAML block, then defaults.
+    """Return the options of this run: command line, then the YAML block, then the preset, then defaults.
 
     Names are checked here, before any environment is built: an unknown search space, sampler
     or pruner raises :class:`OptionError` with the valid choices.
@@ -294,6 +309,7 @@ def resolve(args: argparse.Namespace, block: Any, *, algo: str) -> ZooOptions:
     # Parsed by zoo_ext's parser: stock flags default to None when not given. Parsed by the stock
     # parser (activation through --gym-packages): a stock flag left at its stock default is "unset".
     zoo_parsed = hasattr(args, "search_space")
+    preset = _preset(getattr(args, "preset", None) or block.get("preset"), algo)
     values: dict[str, Any] = {}
     given: set[str] = set()
     for option in OPTIONS:
@@ -302,7 +318,8 @@ def resolve(args: argparse.Namespace, block: Any, *, algo: str) -> ZooOptions:
             cli = None
         if cli is not None or option.dest in block:
             given.add(option.dest)
-        value = cli if cli is not None else block.get(option.dest, option.default)
+        default = preset.get(option.dest, option.default)
+        value = cli if cli is not None else block.get(option.dest, default)
         if option.kind == "dict":
             if not isinstance(value, Mapping):
                 raise OptionError(f"{option.dest} must be a mapping of keyword arguments, got {value!r}")
@@ -331,8 +348,13 @@ def resolve(args: argparse.Namespace, block: Any, *, algo: str) -> ZooOptions:
         elif option.choices is not None and value not in option.choices:
             raise OptionError(f"{option.dest} must be one of {', '.join(option.choices)}, got {value!r}")
         values[option.dest] = value
+    for name in ("sampler", "pruner"):  # a preset's kwargs belong to its own sampler/pruner
+        if name in given and f"{name}_kwargs" not in given and values[name] != preset.get(name):
+            values[f"{name}_kwargs"] = {}
     if values["seed_racing"] and "pruner" not in given:
         values["pruner"] = "racing"
+        if "pruner_kwargs" not in given:
+            values["pruner_kwargs"] = {}
     options = ZooOptions(**values)
     if options.n_seeds < 1:
         raise OptionError("n_seeds must be at least 1")
@@ -349,6 +371,25 @@ def resolve(args: argparse.Namespace, block: Any, *, algo: str) -> ZooOptions:
     _check_racing(options)
     check(options, algo=algo)
     return options
+
+
+def _preset(name: Any, algo: str) -> dict[str, Any]:
+    """Return the option values of preset ``name`` for ``algo`` ({} for none); an unknown name lists the presets."""
+    if name is None:
+        return {}
+    if not isinstance(name, str):
+        raise OptionError(f"preset must be a name, got {name!r}")
+    from zoo_ext.presets import PRESETS
+    from zoo_ext.registry import UnknownNameError
+
+    try:
+        values = PRESETS.get(name)(algo)
+    except UnknownNameError as exc:
+        raise OptionError(str(exc)) from exc
+    unknown = sorted(set(values) - set(_BY_DEST) | {"preset"} & set(values))
+    if unknown:
+        raise OptionError(f"preset {name!r} sets unknown option(s) {', '.join(unknown)}")
+    return values
 
 
 def _check_racing(options: ZooOptions) -> None:

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from zoo_ext import adapter, record
-from zoo_ext.spaces import SEARCH_SPACES, _common, arch, conditional, replay_ratio
+from zoo_ext.spaces import SEARCH_SPACES, _common, arch, cold, conditional, replay_ratio
 
 CLASSIC_AND_BOX2D = {
     "CartPole-v1", "Pendulum-v1", "Acrobot-v1", "MountainCar-v0", "MountainCarContinuous-v0",
@@ -33,7 +33,7 @@ def _ask(study: optuna.Study, space: Any, n_actions: int, n_envs: int = 1, her: 
 
 def _cases() -> list[tuple[str, str, str]]:
     cases = []
-    for name, module in (("conditional", conditional), ("arch", arch), ("replay-ratio", replay_ratio)):
+    for name, module in (("conditional", conditional), ("arch", arch), ("replay-ratio", replay_ratio), ("cold", cold)):
         for algo in module.ALGOS:
             envs = ["Pendulum-v1", "CartPole-v1"]
             if algo in CONTINUOUS_ONLY:

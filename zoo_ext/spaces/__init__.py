@@ -42,10 +42,11 @@ class SearchSpace(Protocol):
 
 
 def _builtins(registry: Registry[SearchSpace]) -> None:
-    from zoo_ext.spaces import _zoo, arch, conditional, replay_ratio
+    from zoo_ext.spaces import _zoo, arch, cold, conditional, replay_ratio
 
     _zoo.register(registry)
-    for name, module in (("conditional", conditional), ("arch", arch), ("replay-ratio", replay_ratio)):
+    modules = (("conditional", conditional), ("arch", arch), ("replay-ratio", replay_ratio), ("cold", cold))
+    for name, module in modules:
         for algo in module.ALGOS:
             space = module.sample(algo)
             registry.register(name, space, algos=algo, source="zoo_ext", description=space.__doc__)
