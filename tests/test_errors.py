@@ -31,12 +31,13 @@ TINY = ["-params", "n_envs:1", "n_steps:32", "batch_size:32"]
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
-        (["--search-space", "zo"], "'zo' for --algo ppo. Did you mean 'zoo'? Valid choices: arch, conditional, zoo"),
+        (["--search-space", "zo"], "'zo' for --algo ppo. Did you mean 'zoo'? Valid choices: arch, cold, conditional, zoo"),
         (["--sampler", "tpee"], "unknown sampler 'tpee'. Did you mean 'tpe'? Valid choices: auto, bruteforce, cmaes"),
         (["--pruner", "hyperbnd"], "unknown pruner 'hyperbnd'. Did you mean 'hyperband'? Valid choices: halving"),
         (["--sampler", "optuna.samplers:NoSuchSampler"], "module 'optuna.samplers' has no attribute 'NoSuchSampler'"),
         (["--search-space", "no_such_pkg.spaces:f"], "cannot import module 'no_such_pkg.spaces'"),
         (["--pruner", "threshold"], "the threshold pruner needs --pruner-kwargs lower:VALUE and/or upper:VALUE"),
+        (["--preset", "colt"], "unknown preset 'colt'. Did you mean 'cold'? Valid choices: cold"),
         (["--sampler", "hub:nothing_here"], "OptunaHub package 'samplers/nothing_here' is not cached"),
         (["--sampler", "hub:"], "--sampler 'hub:' names no OptunaHub package: use hub:[CATEGORY/]PACKAGE[:Class]"),
         (["--objectives", "mean_reward", "mean_reward"], "objective(s) 'mean_reward' given more than once"),

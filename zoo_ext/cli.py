@@ -29,6 +29,7 @@ def _train(argv: Sequence[str]) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     from zoo_ext.objectives import OBJECTIVES
+    from zoo_ext.presets import PRESETS
     from zoo_ext.pruners import PRUNERS
     from zoo_ext.samplers import SAMPLERS
     from zoo_ext.spaces import SEARCH_SPACES
@@ -37,7 +38,8 @@ def _list(args: argparse.Namespace) -> int:
     for entry in SEARCH_SPACES.entries(args.algo):
         algos = ",".join(sorted(entry.algos)).replace("*", "all algos")
         rows.append(("search space", f"{entry.name} [{algos}]", entry.source, entry.description))
-    for kind, registry in (("sampler", SAMPLERS), ("pruner", PRUNERS), ("objective", OBJECTIVES)):
+    registries = (("preset", PRESETS), ("sampler", SAMPLERS), ("pruner", PRUNERS), ("objective", OBJECTIVES))
+    for kind, registry in registries:
         rows.extend((kind, e.name, e.source, e.description) for e in registry.entries())
     rows.append(("sampler", "hub:PACKAGE", "OptunaHub", "any OptunaHub sampler package (cache or --hub-registry)"))
     rows.append(("pruner", "hub:PACKAGE", "OptunaHub", "any OptunaHub pruner package (cache or --hub-registry)"))

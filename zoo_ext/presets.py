@@ -44,7 +44,8 @@ def cold(algo: str) -> dict[str, Any]:
 
 
 def _builtins(registry: Registry[PresetFactory]) -> None:
-    registry.register("cold", cold, source="zoo_ext", description=(cold.__doc__ or "").splitlines()[0])
+    description = "tuning with no tuned table: the cold space, TPE after 5 random trials, median pruning after 4"
+    registry.register("cold", cold, source="zoo_ext", description=description)
 
 
 PRESETS: Registry[PresetFactory] = Registry("preset", "zoo_ext.presets", _builtins)

@@ -90,8 +90,9 @@ def create_study(exp: Experiment) -> tuple[optuna.Study, Objective]:
     ) as exc:
         options.exit_with_error(exc)
     if exp.verbose > 0:
+        preset = f"Preset: {opts.preset} - " if opts.preset else ""
         print(
-            f"Search space: {opts.search_space} ({info.describe()}) - Sampler: {type(sampler).__name__}"
+            f"{preset}Search space: {opts.search_space} ({info.describe()}) - Sampler: {type(sampler).__name__}"
             f" - Pruner: {type(pruner).__name__}"
         )
     # Only valid input reaches the storage: a bad flag leaves no study file or table behind.
@@ -212,7 +213,11 @@ def budget(exp: Experiment) -> dict[str, Any]:
 
 
 def create_tracker(exp: Experiment, study: optuna.Study) -> tracking.Tracker | None:
-    """Return the study's MLflow tracker (parent run found or created), or None with --no-mlflow."""
+    """Return the study's MLflow tracker, or None with --no-mlflow.
+
+    It works in the background: MLflow's import, the store, the parent run (found or created) and
+    every trial's run are set up on its thread while trials train.
+    """
     opts = exp.options
     if opts.no_mlflow:
         return None
@@ -222,9 +227,15 @@ def create_tracker(exp: Experiment, study: optuna.Study) -> tracking.Tracker | N
         study_name=study.study_name,
         study_uid=study.user_attrs[tracking.UID_ATTR],
         log_models=opts.mlflow_log_models,
+        background=True,
     )
     tracker.start_study(tracking.study_params(study), tracking.environment_tags())
     tracker.close_stale_runs(study)
+    tracker.submit(_announce, tracker)
+    return tracker
+
+
+def _announce(tracker: tracking.Tracker) -> None:
     if tracker.enabled:
         _logger.info(
             "MLflow: experiment %r (%s), study run %s",
@@ -232,7 +243,6 @@ def create_tracker(exp: Experiment, study: optuna.Study) -> tracking.Tracker | N
             storage.redact(tracker.tracking_uri),
             tracker.parent_run_id,
         )
-    return tracker
 
 
 def _enqueue_warm_start(study: optuna.Study, exp: Experiment, distributions: dict) -> None:
