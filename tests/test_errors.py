@@ -31,7 +31,7 @@ TINY = ["-params", "n_envs:1", "n_steps:32", "batch_size:32"]
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
-        (["--search-space", "zo"], "'zo' for --algo ppo. Did you mean 'zoo'? Valid choices: arch, cold, conditional, zoo"),
+        (["--search-space", "zo"], "'zo' for --algo ppo. Did you mean 'zoo'? Valid choices: arch, cold, conditional"),
         (["--sampler", "tpee"], "unknown sampler 'tpee'. Did you mean 'tpe'? Valid choices: auto, bruteforce, cmaes"),
         (["--pruner", "hyperbnd"], "unknown pruner 'hyperbnd'. Did you mean 'hyperband'? Valid choices: halving"),
         (["--sampler", "optuna.samplers:NoSuchSampler"], "module 'optuna.samplers' has no attribute 'NoSuchSampler'"),
