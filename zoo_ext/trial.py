@@ -45,8 +45,6 @@ __all__ = [
 ]
 
 _logger = logging.getLogger(__name__)
-#: This process, recorded on each trial so a resumed study can fail the trials of dead workers.
-_WORKER = worker_identity()
 
 #: Dict kwargs that a search space's values are merged into instead of replacing.
 MERGED_KWARGS = ("policy_kwargs", "replay_buffer_kwargs")
@@ -347,7 +345,7 @@ class Objective:
         if len(results) == n_seeds or not trial.should_prune():
             return False
         trial.set_user_attr("per_seed", {objective.name: scores})
-        _logger.info("Trial %d raced out after %d seeds: %s", trial.number, len(results), scores)
+        _logger.info("Trial %d raced out after %d of %d seeds: %s", trial.number, len(results), n_seeds, scores)
         return True
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
@@ -370,7 +368,8 @@ class Objective:
             seeds = racing_seeds(exp.seed, self.n_seeds)
         else:
             seeds = trial_seeds(exp.seed, trial.number, self.n_seeds)
-        trial.set_user_attr(WORKER_ATTR, _WORKER)
+        # Read per trial, not at import: a forked worker is another process than its launcher.
+        trial.set_user_attr(WORKER_ATTR, worker_identity())
         trial.set_user_attr("seed", seeds[0])
         trial.set_user_attr("seeds", seeds)
         trial.set_user_attr("objectives", [o.name for o in self.objectives])
@@ -425,5 +424,5 @@ class Objective:
             std = float(np.mean([p["std_reward"] for p in seeds]))
             curve.append({"timesteps": point["timesteps"], "mean_reward": mean, "std_reward": std})
         trial.set_user_attr("evaluations", curve)
-        if len(results) > 1:
+        if self.n_seeds > 1:  # a raced-out trial may have run one seed: the per-seed record stays
             trial.set_user_attr("evaluations_per_seed", [r.curve for r in results])
