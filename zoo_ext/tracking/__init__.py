@@ -5,10 +5,11 @@ Modules, bottom to top (each imports only those below it):
 - ``_mapping``: Optuna → MLflow as pure functions: the run status of a trial state, keys MLflow
   accepts, a trial's params, metrics and tags, the study's progress (no client, no I/O);
 - ``_client``: the :class:`Tracker`: runs, the error policy (an outage switches tracking off, a
-  refused call is a warning), start-up, the store lock, the study's progress on its parent run;
+  refused call is a warning), start-up, the store lock, the study's progress on its parent run,
+  and background mode (MLflow's import, the store and every update on one thread, flushed at the end);
 - ``_objective``: objective wrappers giving each trial its run (:class:`TrackedObjective` for a
   zoo_ext RL study, :class:`RunPerTrial` for any objective);
-- ``_sync``: ``mlflow-sync``, the runs missing for a study's finished trials.
+- ``_sync``: ``mlflow-sync``, the runs missing for a study's finished trials (and runs left open completed).
 
 Names: Optuna accepts parameter names MLflow rejects (``net_arch[0]``, ``lr (log)``, empty, over
 250 characters, resolving to ``.`` or ``..``). Such a param, metric or tag key is logged under the
@@ -22,7 +23,7 @@ Plain Optuna studies use this package through :func:`zoo_ext.mlflow.track`.
 
 from __future__ import annotations
 
-from zoo_ext.tracking._client import Tracker, environment_tags, versions
+from zoo_ext.tracking._client import Tracker, environment_tags, hyperparams_file, versions, yaml_dump
 from zoo_ext.tracking._mapping import (
     NAMES_ARTIFACT,
     NUMBER_TAG,
@@ -46,7 +47,7 @@ from zoo_ext.tracking._mapping import (
     trial_run_name,
     value_names,
 )
-from zoo_ext.tracking._objective import Objective, RunPerTrial, TrackedObjective, hyperparams_file, yaml_dump
+from zoo_ext.tracking._objective import Objective, RunPerTrial, TrackedObjective
 from zoo_ext.tracking._sync import OPTUNA_PACKAGES, sync_study, sync_tracker
 
 __all__ = [

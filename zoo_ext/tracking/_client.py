@@ -7,14 +7,24 @@ call MLflow rejects (an invalid value, a run that already exists, ...) is a warn
 goes on; any error while the tracker starts leaves the study untracked, with one warning. A SQLite
 store is opened under a file lock (``<database>.lock``): MLflow breaks a new store that two
 processes create at the same moment.
+
+In background mode (``Tracker(background=True)``, what a zoo_ext RL study uses) MLflow is off the
+study's critical path: importing mlflow, opening (maybe creating) the store, the parent run and
+every trial's logging run in order on one daemon thread while trials train. :meth:`Tracker.flush`
+(called by :meth:`Tracker.end_study`, and at exit) waits for what is queued; if the thread died,
+the caller runs what is left itself. An update that never ran (the process was killed) leaves a
+finished trial without a complete run, which ``mlflow-sync`` creates later.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import json
 import logging
 import os
+import queue
 import tempfile
 import threading
 import time
@@ -22,11 +32,12 @@ import urllib.request
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from zoo_ext import record
 from zoo_ext.storage import redact
 from zoo_ext.tracking._mapping import (
     CARD_ARTIFACT,
@@ -43,9 +54,9 @@ from zoo_ext.tracking._mapping import (
     StudyProgress,
     TrialMapping,
     card_metrics,
-    closing_tags,
     mlflow_keys,
     objective_names,
+    stale_reason,
     text,
     trial_metrics,
     trial_params,
@@ -67,6 +78,11 @@ _REJECTED = frozenset({400, 404, 409})
 _STORE_LOCK_TIMEOUT = 300
 #: The packages whose versions tag a parent run.
 PACKAGES = ("zoo_ext", "rl_zoo3", "stable_baselines3", "sb3_contrib", "optuna", "torch", "mlflow", "gymnasium")
+#: Seconds :meth:`Tracker.flush` waits at most for the background thread (each MLflow call has its own timeouts).
+FLUSH_TIMEOUT = 600.0
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 def is_outage(exc: BaseException) -> bool:
@@ -113,17 +129,90 @@ def versions(packages: Iterable[str] = PACKAGES) -> dict[str, str]:
     return out
 
 
+def yaml_dump(data: Any) -> str:
+    """Return ``data`` as YAML, as rl_zoo3 hyperparams files are written."""
+    import yaml
+
+    return yaml.safe_dump(data, sort_keys=True)
+
+
+def hyperparams_file(
+    folder: Path, trial: FrozenTrial | optuna.Trial, env_id: str, config: Mapping[str, Any]
+) -> Path | None:
+    """Write the trial's rl_zoo3 hyperparams entry to ``folder/hyperparams.yml``; return it (None: no record)."""
+    hyperparams = trial.user_attrs.get(record.RECORD_ATTR)
+    if hyperparams is None:
+        return None
+    path = folder / "hyperparams.yml"
+    path.write_text(yaml_dump({env_id: record.zoo_entry(config, hyperparams)}))
+    return path
+
+
 def environment_tags(packages: Iterable[str] = PACKAGES) -> dict[str, str]:
     """Return tags describing the process that ran the study: package versions and its pid."""
     return {f"version.{name}": value for name, value in versions(packages).items()} | {"host.pid": str(os.getpid())}
+
+
+class _Worker:
+    """One daemon thread running queued jobs in order; a job's exception is a warning and the next job runs."""
+
+    def __init__(self, name: str) -> None:
+        self.queue: queue.Queue[Callable[[], object]] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def submit(self, job: Callable[[], object]) -> None:
+        """Queue ``job`` after the jobs already queued."""
+        self.queue.put(job)
+
+    def _run(self) -> None:
+        while True:
+            self._run_one(self.queue.get())
+
+    def _run_one(self, job: Callable[[], object]) -> None:
+        try:
+            job()
+        except Exception as exc:  # noqa: BLE001 - one failed update must not stop the others
+            _logger.warning("MLflow: a tracking update failed (%s); tracking goes on", first_line(exc))
+        finally:
+            self.queue.task_done()
+
+    def flush(self, timeout: float) -> int:
+        """Wait until every queued job ran (running them here if the thread died); return how many are left."""
+        deadline = time.monotonic() + timeout
+        with self.queue.all_tasks_done:
+            while self.queue.unfinished_tasks and self.thread.is_alive() and time.monotonic() < deadline:
+                self.queue.all_tasks_done.wait(0.1)
+        if not self.thread.is_alive():
+            while time.monotonic() < deadline:
+                try:
+                    job = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                self._run_one(job)
+        return self.queue.unfinished_tasks
+
+
+def _queued(method: Callable[_P, None]) -> Callable[_P, None]:
+    """Make a :class:`Tracker` method run on the tracker's background thread when it has one (queued, in order)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> None:
+        tracker = args[0]
+        assert isinstance(tracker, Tracker)
+        tracker.submit(method, *args, **kwargs)
+
+    return wrapper
 
 
 class Tracker:
     """Logs one study to MLflow. Create it before ``study.optimize``: it never raises.
 
     ``enabled`` is False when MLflow could not be set up (one warning was logged) or became
-    unreachable. ``mapping`` says what of a trial its run gets (:class:`TrialMapping`); the parent
-    run is named ``run_name`` (default: the study's name).
+    unreachable (with ``background``: also until the thread has set it up). ``mapping`` says what
+    of a trial its run gets (:class:`TrialMapping`); the parent run is named ``run_name`` (default:
+    the study's name). With ``background``, MLflow is set up and every logging method runs on one
+    background thread, in the order called (see the module's docstring).
     """
 
     client: MlflowClient
@@ -138,6 +227,7 @@ class Tracker:
         log_models: bool = False,
         mapping: TrialMapping = ZOO,
         run_name: str | None = None,
+        background: bool = False,
     ) -> None:
         self.tracking_uri = tracking_uri or "the default tracking URI"
         self.experiment_name = experiment
@@ -158,6 +248,18 @@ class Tracker:
         self._renamed_saved = True
         #: The study whose trials this process logged, to log its final progress when it ends.
         self._study: optuna.Study | None = None
+        #: Trials of this process whose run its tracking thread has yet to close: :meth:`log_finished` leaves them be.
+        self.pending: set[int] = set()
+        self._worker: _Worker | None = None
+        if background:
+            self._worker = _Worker(f"zoo_ext-mlflow-{study_name}")
+            self.submit(self._connect, tracking_uri)
+            atexit.register(self.flush)
+        else:
+            self._connect(tracking_uri)
+
+    def _connect(self, tracking_uri: str | None) -> None:
+        """Import mlflow, open (maybe create) the store and the experiment; on any error warn once, stay off."""
         try:
             import mlflow
             from mlflow import MlflowClient
@@ -170,6 +272,36 @@ class Tracker:
                 self.enabled = True
         except Exception as exc:  # noqa: BLE001 - MLflow failing at start-up must not stop the study
             self._warn(exc)
+
+    @property
+    def background(self) -> bool:
+        """True if MLflow calls run on this tracker's background thread."""
+        return self._worker is not None
+
+    def submit(self, fn: Callable[_P, object], *args: _P.args, **kwargs: _P.kwargs) -> None:
+        """Run ``fn(*args, **kwargs)``: now, or queued on the background thread (from any other thread)."""
+        if self._worker is None or threading.current_thread() is self._worker.thread:
+            fn(*args, **kwargs)
+        else:
+            self._worker.submit(functools.partial(fn, *args, **kwargs))
+
+    def flush(self, timeout: float = FLUSH_TIMEOUT) -> bool:
+        """Wait until every queued MLflow update ran; return False (after one warning) if some could not run.
+
+        Without a background thread there is nothing to wait for. Called by :meth:`end_study` and at exit.
+        """
+        if self._worker is None or threading.current_thread() is self._worker.thread:
+            return True
+        left = self._worker.flush(timeout)
+        if left:
+            _logger.warning(
+                "MLflow: %d update(s) of study %r not sent; run `python -m zoo_ext mlflow-sync --storage ... "
+                "--study-name %s` to log its finished trials",
+                left,
+                self.study_name,
+                self.study_name,
+            )
+        return not left
 
     def _reachable(self) -> bool:
         if not self.tracking_uri.startswith(("http://", "https://")):
@@ -239,6 +371,7 @@ class Tracker:
         runs = self.client.search_runs([self.experiment_id], query)
         return sorted(runs, key=lambda run: (run.info.start_time, run.info.run_id))
 
+    @_queued
     def start_study(self, params: Mapping[str, Any], tags: Mapping[str, str]) -> None:
         """Find or create the study's parent run; every worker converges on the oldest one.
 
@@ -283,8 +416,12 @@ class Tracker:
 
         The final counts, best value(s) and best trial are logged only where the parent run says
         otherwise (a trial of another worker ended while this one logged). The run is reopened
-        when the study resumes.
+        when the study resumes. In background mode, returns once every queued update ran (:meth:`flush`).
         """
+        self.submit(self._end_study, status, study)
+        self.flush()
+
+    def _end_study(self, status: str, study: optuna.Study | None) -> None:
         if not self.parent_run_id:
             return
         study = study or self._study
@@ -318,23 +455,26 @@ class Tracker:
         keys = self._keys("tags", tags)
         return [RunTag(keys[name], value) for name, value in tags.items()]
 
+    @_queued
     def log_progress(
         self, study: optuna.Study, number: int, state: TrialState, values: Sequence[float] | None,
-        params: Mapping[str, Any],
+        params: Mapping[str, Any], finished: Sequence[FrozenTrial] | None = None,
     ) -> None:  # fmt: skip
         """Log the study's progress to the parent run at step ``number`` when trial ``number`` ends: one ``log_batch``.
 
         The trial ended with ``state``, ``values`` and ``params`` (Optuna stores them after this);
-        the other trials are read from the storage, so whichever worker logs last logs the whole
-        study. Metrics: ``n_complete``, ``n_pruned``, ``n_failed``, then ``best_value`` (the best so
-        far) or, for several objectives, ``pareto_front_size`` and ``best_<objective>``; tags:
-        ``best_trial`` and ``best_params.<name>``, or ``pareto_trials``. Never raises.
+        the other finished trials are ``finished`` (read when the trial ended), else read from the
+        storage, so whichever worker logs last logs the whole study. Metrics: ``n_complete``,
+        ``n_pruned``, ``n_failed``, then ``best_value`` (the best so far) or, for several objectives,
+        ``pareto_front_size`` and ``best_<objective>``; tags: ``best_trial`` and
+        ``best_params.<name>``, or ``pareto_trials``. Never raises.
         """
         if not self.enabled or not self.parent_run_id:
             return
         self._study = study
         try:
-            others = (t for t in study.get_trials(deepcopy=False) if t.number != number and t.state.is_finished())
+            trials = study.get_trials(deepcopy=False) if finished is None else finished
+            others = (t for t in trials if t.number != number and t.state.is_finished())
             progress = self._progress(others, study)
             progress.add(number, state, values, params)
             metrics, tags = self._progress_metrics(progress, number), self._progress_tags(progress)
@@ -390,21 +530,46 @@ class Tracker:
             self._log(self.parent_run_id, metrics, tags=tags)
             self._save_renamed()
 
+    @_queued
     def close_stale_runs(self, study: optuna.Study) -> None:
-        """Close RUNNING trial runs of trials that are no longer running (a crashed worker's)."""
-        self.call(self._close_stale_runs, study)
+        """Log the finished trials whose run is missing or was left open (see :meth:`log_finished`)."""
+        self.call(self.log_finished, study)
 
-    def _close_stale_runs(self, study: optuna.Study) -> None:
-        trials = {str(t.number): t for t in study.get_trials(deepcopy=False)}
-        query = (
-            f"tags.`{UID_TAG}` = '{self.study_uid}' and tags.`{ROLE_TAG}` = 'trial' and attributes.status = 'RUNNING'"
-        )
-        for run in self.client.search_runs([self.experiment_id], query):
-            trial = trials.get(run.data.tags.get(NUMBER_TAG, ""))
-            if trial is not None and trial.state.is_finished():
-                for key, value in closing_tags(trial).items():
-                    self.client.set_tag(run.info.run_id, key, value)
-                self.client.set_terminated(run.info.run_id, STATUS[trial.state])
+    def log_finished(self, study: optuna.Study) -> list[int]:
+        """Complete the RUNNING runs of finished trials, create the runs finished trials lack; return the created.
+
+        A run is left open, or never created, when its process died (a crashed worker) or was killed
+        before its tracking thread sent it. Each gets what a live run gets from the trial as stored
+        (params, metrics, tags, ``hyperparams.yml`` for a zoo_ext trial), then its final status (an
+        open run of a failed trial without ``fail_reason``: its worker died); a created run is tagged
+        ``zoo_ext.synced``.
+        """
+        runs = self.trial_runs()
+        env_id, config = str(study.user_attrs.get("env_id")), study.user_attrs.get("zoo_config") or {}
+        created = []
+        with tempfile.TemporaryDirectory(prefix="zoo_ext_") as tmp:
+            for trial in study.get_trials(deepcopy=False):
+                if not trial.state.is_finished() or trial.number in self.pending:
+                    continue
+                # As a live run: a value for a complete trial only (not a pruned one's last intermediate value).
+                values = trial.values if trial.state == TrialState.COMPLETE else None
+                for run in runs.get(trial.number, []):
+                    if run.info.status == "RUNNING":
+                        self.end_trial(run.info.run_id, trial, trial.state, values, reason=stale_reason(trial))
+                if trial.number in runs:
+                    continue
+                start = int(trial.datetime_start.timestamp() * 1000) if trial.datetime_start else None
+                run_id = self.start_trial(trial.number, start_time=start, tags={"zoo_ext.synced": "true"})
+                if not run_id:
+                    continue
+                folder = Path(tmp, str(trial.number))
+                folder.mkdir()
+                path = hyperparams_file(folder, trial, env_id, config) if self.mapping.zoo else None
+                end = int(trial.datetime_complete.timestamp() * 1000) if trial.datetime_complete else None
+                self.end_trial(run_id, trial, trial.state, values, {"hyperparams": path} if path else None,
+                               end_time=end)  # fmt: skip
+                created.append(trial.number)
+        return created
 
     def start_trial(self, number: int, *, start_time: int | None = None, tags: Mapping[str, str] | None = None) -> str:
         """Create trial ``number``'s child run (status RUNNING); return its id ('' when off or refused)."""
@@ -536,11 +701,13 @@ class Tracker:
         params = self._params(trial_params(trial, self.mapping))
         return metrics, params, [RunTag(tag_keys[k], v) for k, v in tags.items()]
 
+    @_queued
     def log_study_artifacts(self, folder: Path) -> None:
         """Upload every file of ``folder`` to the parent run."""
         if self.parent_run_id:
             self.call(self.client.log_artifacts, self.parent_run_id, str(folder))
 
+    @_queued
     def log_test_scores(
         self, number: int, scores: Mapping[str, Sequence[float]], aggregate: Mapping[str, float]
     ) -> None:
@@ -563,6 +730,7 @@ class Tracker:
         self._log(runs[0].info.run_id, [Metric(keys[name], value, now, step) for name, value, step in points])
         self._save_renamed()
 
+    @_queued
     def log_result_card(self, card: Mapping[str, Mapping[str, Any]], html: str) -> None:
         """Log a result card to the parent run: its :func:`card_metrics` and ``html`` as :data:`CARD_ARTIFACT`."""
         if self.parent_run_id:
@@ -581,14 +749,18 @@ class Tracker:
             path.write_text(html, encoding="utf-8")
             self.client.log_artifact(self.parent_run_id, str(path))
 
-    def logged_trial_numbers(self) -> set[int]:
-        """Return the trial numbers that already have a run in this study's experiment."""
+    def trial_runs(self, number: int | None = None) -> dict[int, list[Run]]:
+        """Return the runs of this study's trials (only trial ``number``'s if given), by trial number."""
         query = f"tags.`{UID_TAG}` = '{self.study_uid}' and tags.`{ROLE_TAG}` = 'trial'"
-        numbers: set[int] = set()
+        if number is not None:
+            query += f" and tags.`{NUMBER_TAG}` = '{number}'"
+        runs: dict[int, list[Run]] = {}
         token = None
         while True:
             page = self.client.search_runs([self.experiment_id], query, max_results=1000, page_token=token)
-            numbers.update(int(run.data.tags[NUMBER_TAG]) for run in page if NUMBER_TAG in run.data.tags)
+            for run in page:
+                if NUMBER_TAG in run.data.tags:
+                    runs.setdefault(int(run.data.tags[NUMBER_TAG]), []).append(run)
             token = page.token
             if not token:
-                return numbers
+                return runs

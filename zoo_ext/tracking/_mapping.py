@@ -267,13 +267,11 @@ def trial_tags(
     return tags
 
 
-def closing_tags(trial: FrozenTrial) -> dict[str, str]:
-    """Return the tags closing a stale run of a finished trial (its state; why, if it failed)."""
-    tags = {STATE_TAG: trial.state.name}
-    if trial.state == TrialState.FAIL:
-        reason = trial.user_attrs.get("fail_reason", "its worker stopped sending heartbeats (it died)")
-        tags[NOTE_TAG] = text(f"FAILED: {reason}", MAX_TAG)
-    return tags
+def stale_reason(trial: FrozenTrial) -> str | None:
+    """Return why a finished trial whose run was left open failed (its ``fail_reason``, else a dead worker), or None."""
+    if trial.state != TrialState.FAIL:
+        return None
+    return str(trial.user_attrs.get("fail_reason", "its worker stopped sending heartbeats (it died)"))
 
 
 def study_params(study: optuna.Study) -> dict[str, Any]:

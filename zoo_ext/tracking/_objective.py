@@ -6,22 +6,27 @@ interrupted trial, as for one whose value Optuna refuses). Then the study's prog
 value so far, best trial) goes to the parent run (:meth:`Tracker.log_progress`). Tracking never
 changes a trial's outcome: an error while logging it is a warning, and Optuna records the
 objective's result as if the trial were not tracked.
+
+With a background tracker (:attr:`Tracker.background`) the trial waits for none of this: what its
+run gets (a snapshot of the trial, its artifacts in a folder of their own, the finished trials)
+is taken when it ends, and the run is created and closed on the tracker's thread.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from zoo_ext import record
-from zoo_ext.tracking._client import Tracker, first_line
-from zoo_ext.tracking._mapping import told
+from zoo_ext.tracking._client import Tracker, first_line, hyperparams_file
+from zoo_ext.tracking._mapping import intermediate_values, told
 
 _logger = logging.getLogger("zoo_ext.tracking")
 
@@ -29,23 +34,36 @@ _logger = logging.getLogger("zoo_ext.tracking")
 Objective = Callable[[optuna.Trial], Any]
 
 
-def yaml_dump(data: Any) -> str:
-    """Return ``data`` as YAML, as rl_zoo3 hyperparams files are written."""
-    import yaml
+@dataclass
+class _TrialRun:
+    """A trial's MLflow run: its id once created ('' when tracking is off or MLflow refused it)."""
 
-    return yaml.safe_dump(data, sort_keys=True)
+    number: int
+    run_id: str = ""
+
+    def start(self, tracker: Tracker) -> None:
+        """Create the run (or take the one ``close_stale_runs`` of another process made meanwhile)."""
+        found = tracker.call(tracker.trial_runs, self.number) if tracker.background else None
+        self.run_id = found[self.number][0].info.run_id if found else tracker.start_trial(self.number)
 
 
-def hyperparams_file(
-    folder: Path, trial: FrozenTrial | optuna.Trial, env_id: str, config: Mapping[str, Any]
-) -> Path | None:
-    """Write the trial's rl_zoo3 hyperparams entry to ``folder/hyperparams.yml``; return it (None: no record)."""
-    hyperparams = trial.user_attrs.get(record.RECORD_ATTR)
-    if hyperparams is None:
-        return None
-    path = folder / "hyperparams.yml"
-    path.write_text(yaml_dump({env_id: record.zoo_entry(config, hyperparams)}))
-    return path
+def _snapshot(trial: FrozenTrial | optuna.Trial) -> FrozenTrial:
+    """Return what a run logs of ``trial`` as it is now: number, start, params, user attributes, reported values."""
+    if isinstance(trial, FrozenTrial):
+        return trial
+    return FrozenTrial(
+        number=trial.number,
+        state=TrialState.RUNNING,
+        value=None,
+        datetime_start=trial.datetime_start,
+        datetime_complete=None,
+        params=dict(trial.params),
+        distributions=dict(trial.distributions),
+        user_attrs=dict(trial.user_attrs),
+        system_attrs={},
+        intermediate_values=dict(intermediate_values(trial)),
+        trial_id=trial._trial_id,
+    )
 
 
 class RunPerTrial:
@@ -62,7 +80,9 @@ class RunPerTrial:
         self.record_fail_reason = record_fail_reason
 
     def __call__(self, trial: optuna.Trial) -> Any:
-        run_id = self.tracker.start_trial(trial.number)
+        run = _TrialRun(trial.number)
+        self.tracker.pending.add(trial.number)
+        self.tracker.submit(run.start, self.tracker)
         state, values, status, reason = TrialState.FAIL, None, None, None
         try:
             value = self.objective(trial)
@@ -82,10 +102,12 @@ class RunPerTrial:
             raise
         finally:
             try:
-                self._close(run_id, trial, state, values, status=status, reason=reason)
+                self._close(run, trial, state, values, status=status, reason=reason)
+                finished = [t for t in trial.study.get_trials(deepcopy=False) if t.state.is_finished()]
+                self.tracker.log_progress(trial.study, trial.number, state, values, trial.params, finished)
             except Exception as exc:  # noqa: BLE001 - tracking must not change the trial's outcome
+                self.tracker.pending.discard(trial.number)
                 _logger.warning("trial %d: MLflow logging failed (%s)", trial.number, first_line(exc))
-            self.tracker.log_progress(trial.study, trial.number, state, values, trial.params)
 
     @staticmethod
     def _record(trial: optuna.Trial, reason: str) -> None:
@@ -96,7 +118,7 @@ class RunPerTrial:
 
     def _close(
         self,
-        run_id: str,
+        run: _TrialRun,
         trial: optuna.Trial,
         state: TrialState,
         values: list[float] | None,
@@ -104,17 +126,40 @@ class RunPerTrial:
         status: str | None,
         reason: str | None,
     ) -> None:
+        """Close the trial's run now or on the tracker's thread; its artifacts stay in a folder of their own."""
+        folder = Path(tempfile.mkdtemp(prefix="zoo_ext_"))
         try:
-            with tempfile.TemporaryDirectory(prefix="zoo_ext_") as tmp:
-                artifacts: dict[str, Path] = {}
-                if run_id:
-                    try:
-                        artifacts = self._artifacts(Path(tmp), trial, values)
-                    except Exception as exc:  # noqa: BLE001 - the run still gets its data and status
-                        _logger.warning("trial %d: no MLflow artifacts (%s)", trial.number, first_line(exc))
-                self.tracker.end_trial(run_id, trial, state, values, artifacts, status=status, reason=reason)
+            frozen = _snapshot(trial)
+            artifacts: dict[str, Path] = {}
+            if run.run_id or self.tracker.background:
+                try:
+                    artifacts = self._artifacts(folder, trial, values)
+                except Exception as exc:  # noqa: BLE001 - the run still gets its data and status
+                    _logger.warning("trial %d: no MLflow artifacts (%s)", trial.number, first_line(exc))
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         finally:
             self._discard(trial)
+        self.tracker.submit(self._end, run, frozen, state, values, artifacts, folder, status=status, reason=reason)
+
+    def _end(
+        self,
+        run: _TrialRun,
+        trial: FrozenTrial,
+        state: TrialState,
+        values: Sequence[float] | None,
+        artifacts: Mapping[str, Path],
+        folder: Path,
+        *,
+        status: str | None,
+        reason: str | None,
+    ) -> None:
+        try:
+            self.tracker.end_trial(run.run_id, trial, state, values, artifacts, status=status, reason=reason)
+        finally:
+            self.tracker.pending.discard(run.number)
+            shutil.rmtree(folder, ignore_errors=True)
 
     def _artifacts(self, folder: Path, trial: optuna.Trial, values: list[float] | None) -> dict[str, Path]:
         """Return the files to upload to the trial's run (written into ``folder``): none here."""
@@ -151,7 +196,7 @@ class TrackedObjective(RunPerTrial):
         return True
 
     def _discard(self, trial: optuna.Trial) -> None:
-        """Delete the trial's model zip: uploaded or not, it is not kept on disk."""
+        """Delete the trial's model zip unless it was moved among the run's artifacts (deleted once sent)."""
         model = self._model(trial)
         if model is not None:
             model.unlink(missing_ok=True)
@@ -165,5 +210,5 @@ class TrackedObjective(RunPerTrial):
         model = self._model(trial)
         if model is not None and model.exists() and values is not None:
             if self.tracker.log_models or self._is_new_best(trial, values):
-                artifacts["model"] = model
+                artifacts["model"] = Path(shutil.move(model, folder / model.name))
         return artifacts

@@ -6,7 +6,6 @@ import tempfile
 from pathlib import Path
 
 import optuna
-from optuna.trial import TrialState
 
 from zoo_ext.storage import StudyError
 from zoo_ext.tracking._client import Tracker, environment_tags
@@ -18,7 +17,6 @@ from zoo_ext.tracking._mapping import (
     optuna_study_params,
     study_params,
 )
-from zoo_ext.tracking._objective import hyperparams_file
 
 #: The packages whose versions tag the parent run of a plain Optuna study.
 OPTUNA_PACKAGES = ("zoo_ext", "optuna", "mlflow")
@@ -61,33 +59,17 @@ def sync_study(study: optuna.Study, tracker: Tracker) -> list[int]:
     trial); the parent run gets the study's progress at the end of each of these trials (replayed in
     the order the trials finished, :meth:`Tracker.log_history`) and the study's report
     (``trials.csv`` and the plots). ``Tracker.end_study`` then logs the finished study's progress.
+    A run left RUNNING for a finished trial (its process was killed before closing it) is completed
+    instead (:meth:`Tracker.log_finished`), so each trial keeps one run.
     """
     from zoo_ext import reports
 
-    logged = tracker.call(tracker.logged_trial_numbers)
-    if logged is None:
+    created = tracker.call(tracker.log_finished, study)
+    if created is None:
         return []
-    env_id, config = str(study.user_attrs.get("env_id")), study.user_attrs.get("zoo_config") or {}
-    created = []
-    with tempfile.TemporaryDirectory(prefix="zoo_ext_") as tmp:
-        for trial in study.get_trials(deepcopy=False):
-            if trial.number in logged or not trial.state.is_finished():
-                continue
-            start = int(trial.datetime_start.timestamp() * 1000) if trial.datetime_start else None
-            run_id = tracker.start_trial(trial.number, start_time=start, tags={"zoo_ext.synced": "true"})
-            if not run_id:
-                continue
-            folder = Path(tmp, str(trial.number))
-            folder.mkdir()
-            path = hyperparams_file(folder, trial, env_id, config) if tracker.mapping.zoo else None
-            end = int(trial.datetime_complete.timestamp() * 1000) if trial.datetime_complete else None
-            # As a live run: a value for a complete trial only (Optuna gives a pruned one its last intermediate value).
-            values = trial.values if trial.state == TrialState.COMPLETE else None
-            tracker.end_trial(run_id, trial, trial.state, values, {"hyperparams": path} if path else None,
-                              end_time=end)  # fmt: skip
-            created.append(trial.number)
-        tracker.log_history(study, created)
-        if tracker.enabled:
+    tracker.log_history(study, created)
+    if tracker.enabled:
+        with tempfile.TemporaryDirectory(prefix="zoo_ext_") as tmp:
             report = Path(tmp, "report")
             reports.write_report(study, report)
             tracker.log_study_artifacts(report)
