@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -24,7 +28,7 @@ from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from zoo_ext.workers import Interrupted, signals_interrupt
+from zoo_ext.workers import Interrupted, Workers, fork_workers, signals_interrupt
 
 
 @pytest.mark.slow
@@ -51,6 +55,88 @@ def test_two_workers_run_the_budget_once(workdir: Path) -> None:
     )
     assert len(parents) == 1 and children == [0, 1, 2, 3]
     assert "Number of finished trials:  4" in proc.stdout  # the launcher's summary, once
+    # The second worker was forked from the launcher (imports done), not started anew, and ran trials.
+    (forked,) = re.findall(r"forked 1 worker processes: (\d+)", proc.stderr)
+    ran = {t.user_attrs["worker"]["pid"] for t in study.trials}
+    assert int(forked) in ran and len(ran) == 2, (forked, ran)
+
+
+FORK_SCRIPT = """
+import atexit, json, os, sys
+from pathlib import Path
+import torch  # what the launcher imported: the forked workers must not import it again
+from zoo_ext import workers
+
+out = Path(sys.argv[1])
+launcher = os.getpid()
+atexit.register(lambda: (out / "launcher-exit").open("a").write(f"{os.getpid()}\\n"))
+
+def main():
+    index = os.environ["ZOO_EXT_WORKER"]
+    atexit.register(lambda: (out / f"worker-exit-{index}").write_text(str(os.getpid())))
+    state = {"ppid": os.getppid(), "argv": sys.argv[-2:], "orig_argv": sys.orig_argv[-2:],
+             "wave": "wave" in sys.modules}
+    print(json.dumps(state), flush=True)
+    raise SystemExit(10 + int(index))
+
+forked = workers.fork_workers(2, main, preload=["wave"])
+assert "wave" not in sys.modules  # imported by the workers while they waited, not here
+if sys.argv[2] == "start":
+    with workers.Workers([["--seed", "1"], ["--seed", "2"]], forked=forked, pipe_output=True) as pool:
+        lines = [json.loads(p.stdout.readline()) for p in pool.processes]
+    print(json.dumps({"launcher": launcher, "pids": [p.pid for p in pool.processes], "codes": pool.exit_codes,
+                      "lines": lines}))
+else:  # the launcher fails before starting them (a bad flag): they must exit without running
+    print(json.dumps({"pids": [w.pid for w in forked]}))
+"""
+
+
+def test_forked_workers_run_with_their_flags_and_exit_handlers(tmp_path: Path) -> None:
+    script = tmp_path / "launch.py"
+    script.write_text(FORK_SCRIPT)
+    proc = run([sys.executable, str(script), str(tmp_path), "start"], tmp_path, timeout=120)
+    result = json.loads(proc.stdout.splitlines()[-1])
+    assert result["codes"] == [11, 12]  # each worker's own exit status
+    for index, line in enumerate(result["lines"], start=1):
+        flags = ["--seed", str(index)]
+        assert line == {"ppid": result["launcher"], "argv": flags, "orig_argv": flags, "wave": True}
+        # Its own exit handlers ran, not the launcher's it inherited (which ran once, in the launcher).
+        assert (tmp_path / f"worker-exit-{index}").read_text() == str(result["pids"][index - 1])
+    assert (tmp_path / "launcher-exit").read_text() == f"{result['launcher']}\n"
+
+
+def test_forked_workers_exit_when_the_launcher_stops_before_starting_them(tmp_path: Path) -> None:
+    script = tmp_path / "launch.py"
+    script.write_text(FORK_SCRIPT)
+    proc = run([sys.executable, str(script), str(tmp_path), "stop"], tmp_path, timeout=120)
+    pids = json.loads(proc.stdout.splitlines()[-1])["pids"]
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in pids):
+        assert time.monotonic() < deadline, "a forked worker outlived its launcher"
+        time.sleep(0.2)
+    assert not list(tmp_path.glob("worker-exit-*")), "a worker ran although it was never started"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_workers_are_new_processes_when_a_thread_runs() -> None:
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:
+        assert fork_workers(1, pytest.fail) == []  # forking beside a running thread is unsafe
+    finally:
+        stop.set()
+        thread.join()
+    argv = [sys.executable, "-c", "import os, sys; sys.exit(int(sys.argv[1]) + int(os.environ['ZOO_EXT_WORKER']))"]
+    with Workers([["7"], ["8"]], argv=argv) as pool:
+        pass
+    assert pool.exit_codes == [8, 10]
 
 
 def journal(folder: Path, name: str = "study.log") -> JournalStorage:

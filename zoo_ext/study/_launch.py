@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 import optuna
 
-from zoo_ext import storage, tracking, workers
+from zoo_ext import adapter, progress, storage, tracking, workers
 from zoo_ext.study._create import create_study, create_tracker
-from zoo_ext.study._loop import Outcome, budget_total, n_counted, run_tracked
+from zoo_ext.study._loop import Outcome, budget_total, n_counted, progress_line, run_tracked
 from zoo_ext.study._reevaluate import reevaluate
 from zoo_ext.study._summary import summarize
 from zoo_ext.trial import Objective
@@ -37,7 +37,7 @@ def optimize(exp: Experiment) -> None:
     else:
         study, objective = create_study(exp)
         tracker = create_tracker(exp, study)
-        with workers.signals_interrupt():
+        with workers.signals_interrupt(), progress_line(study, exp):
             outcome = run_tracked(study, objective, tracker, exp)
         if not workers.is_worker():
             _finish(study, objective, tracker, exp, outcome)
@@ -74,27 +74,39 @@ def _finish(
 def _optimize_with_workers(exp: Experiment) -> tuple[optuna.Study, Outcome]:
     """Create the study and its MLflow parent run once, run trials here and in ``--n-workers - 1`` more processes.
 
-    This process is worker 0: it would otherwise sit idle, and the other workers' start-up
-    (imports, MLflow connection) overlaps its first trial.
+    This process is worker 0: it would otherwise sit idle. The others are forked from it first,
+    imports done and before any model is built, and start once the study and parent run exist
+    (:func:`zoo_ext.workers.fork_workers`), so their start-up takes no interpreter nor imports.
     """
     import torch
 
     n = exp.options.n_workers
+    # While the study is created, the forked workers import what their first model (torch._dynamo, imported by SB3's
+    # first optimizer) and tracker need.
+    preload = ["torch._dynamo", *([] if exp.options.no_mlflow else ["mlflow"])]
+    forked = workers.fork_workers(n - 1, adapter.run_train, preload=preload)
     study, objective = create_study(exp)
     tracker = create_tracker(exp, study)
     total = budget_total(exp)
     threads = max(1, (os.cpu_count() or 1) // n)
-    commands = [
-        workers.worker_command(sys.orig_argv, storage=str(exp.storage), study_name=study.study_name,
-                               seed=(exp.sampler_seed + 7919 * i) % 2**31, max_total_trials=total,
-                               threads=threads)
+    flags = [
+        workers.worker_flags(storage=str(exp.storage), study_name=study.study_name,
+                             seed=(exp.sampler_seed + 7919 * i) % 2**31, max_total_trials=total, threads=threads)
         for i in range(1, n)
     ]  # fmt: skip
     where = storage.redact(str(exp.storage))
     print(f"Running {n} worker processes on study {study.study_name!r} ({where}), {total} trials")
     torch.set_num_threads(threads)
     exp.n_jobs = 1
-    with workers.signals_interrupt(), workers.Workers(commands) as pool:
+    line = progress_line(study, exp)  # drawn until every worker is done; their output is relayed above it
+    relayed = isinstance(line, progress.LiveProgress)
+    with (
+        workers.signals_interrupt(),
+        line,
+        progress.Relay() as relay,
+        workers.Workers(flags, forked=forked, pipe_output=relayed) as pool,
+    ):
+        relay.start(pool.processes)
         outcome = run_tracked(study, objective, tracker, exp)
         if outcome.signal is not None:
             pool.interrupt(outcome.signal)

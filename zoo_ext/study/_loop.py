@@ -3,6 +3,7 @@ trials, stops on failures."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import signal as signal_module
@@ -19,7 +20,7 @@ import optuna
 from optuna.study import MaxTrialsCallback, StudyDirection
 from optuna.trial import TrialState
 
-from zoo_ext import storage, tracking
+from zoo_ext import progress, storage, tracking, workers
 from zoo_ext.trial import Objective, TrialFailed
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ __all__ = [
     "env_steps_used",
     "n_counted",
     "out_of_patience",
+    "progress_line",
     "run_tracked",
     "stop_rule",
     "target_reached",
@@ -95,6 +97,20 @@ def run_tracked(
             run = tracking.TrackedObjective(objective, tracker, env_id=exp.env_id, config=exp.config)
         with _Recovery(study, tracker, exp):
             return run_trials(study, run, objective, exp)
+
+
+def progress_line(study: optuna.Study, exp: Experiment) -> contextlib.AbstractContextManager[Any]:
+    """Return the study's live progress line: a no-op in a worker process, off a terminal and with --no-progress.
+
+    Its total is the whole study's budget, read from the storage, so a launcher shows every worker's trials.
+    """
+    return progress.live(
+        study,
+        total_trials=budget_total(exp),
+        budget_steps=exp.options.budget_steps,
+        steps_attr=ENV_STEPS_ATTR,
+        enabled=progress.shown(exp.options.no_progress) and not workers.is_worker(),
+    )
 
 
 def run_trials(study: optuna.Study, run_trial: Any, objective: Objective, exp: Experiment) -> Outcome:
