@@ -1,20 +1,26 @@
-"""Benchmark zoo_ext against stock rl_zoo3 on this machine: overhead, throughput, search efficiency.
+"""Benchmark zoo_ext against stock rl_zoo3 on this machine: overhead, small study, throughput, search, cold start.
 
 Every study is a real ``python -m rl_zoo3.train -optimize`` run in a subprocess, with zoo_ext on
 or off (``ZOO_EXT_DISABLE=1``), in one invocation, so the ratios compare like with like:
 
 * overhead: the same seeded random-sampler study (same trials, same budgets) with and without
   zoo_ext, MLflow logging on; runs alternate stock/zoo_ext/zoo_ext/stock to cancel drift;
+* small study: whole-command wall time and peak memory of a new 3-trial study, MLflow on a new store;
 * throughput: completed trials per hour, ``--n-workers 2`` vs stock ``--n-jobs 2`` and ``--n-jobs 1``,
   every mode training the same enqueued PPO configuration;
 * search efficiency: PPO on Pendulum-v1, equal trial count and steps per trial, several study seeds;
   each study's best trial is re-trained on fresh seeds and evaluated (``--trial-id``), and the env
-  steps until the first evaluation at or above the threshold are counted in trial order.
+  steps until the first evaluation at or above the threshold are counted in trial order;
+* cold: tuning with no tuned table, stock TPE + median against the ``cold`` preset at equal env
+  steps (PPO Pendulum-v1 and A2C CartPole-v1, several study seeds), each best re-trained on fresh
+  seeds: IQM with a bootstrap 95% CI and P(zoo_ext > stock); and a racing line, ``--n-seeds 3``
+  with and without ``--seed-racing`` at equal trial count.
 
 Usage::
 
     python scripts/benchmark.py --quick              # a few minutes: smoke test (run in CI)
-    python scripts/benchmark.py --out bench-results  # full mode, about 2 h 20 min on 2 cores
+    python scripts/benchmark.py --out bench-results  # full mode, about 5 h on 2 cores
+    python scripts/benchmark.py --sections cold --out bench-cold --resume  # go on with a stopped run
 
 Results are printed and written to ``<out>/results.json``; the full mode's go in docs/benchmarks.md.
 """

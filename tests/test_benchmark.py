@@ -1,4 +1,4 @@
-"""``scripts/benchmark.py --quick`` runs all three sections against stock rl_zoo3 and records their ratios."""
+"""``scripts/benchmark.py --quick`` runs every section against stock rl_zoo3 and records its ratios and scores."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from conftest import ROOT, run
 pytestmark = pytest.mark.slow
 
 
-def test_quick_benchmark_prints_three_sections(tmp_path: Path) -> None:
+def test_quick_benchmark_prints_every_section(tmp_path: Path) -> None:
     proc = run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--quick", "--out", "bench"], tmp_path)
-    for header in ("== overhead:", "== throughput:", "== search efficiency:"):
+    for header in ("== overhead:", "== small study:", "== throughput:", "== search efficiency:", "== cold:"):
         assert header in proc.stdout
     assert "same trials (params) in both: yes" in proc.stdout  # zoo_ext samples exactly the stock trials
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
@@ -25,9 +25,17 @@ def test_quick_benchmark_prints_three_sections(tmp_path: Path) -> None:
         results["throughput"]["vs_n_jobs_1"],
         results["throughput"]["vs_n_jobs_2"],
         results["search"]["steps_ratio"],
+        results["small_study"]["command_ratio"],
+        results["cold"]["racing"]["env_steps_share"],
     ]
     assert all(math.isfinite(r) and r > 0 for r in ratios)
     for label in ("stock", "zoo_ext"):
         (row,) = results["search"]["rows"][label]
         assert len(row["retrain_returns"]) == 2 and all(math.isfinite(r) for r in row["retrain_returns"])
         assert row["env_steps_used"] > 0
+    cold = results["cold"]["a2c-CartPole-v1"]
+    assert 0.0 <= cold["p_improvement"] <= 1.0
+    for label in ("stock", "zoo_ext"):
+        low, high = cold[label]["ci95"]
+        assert len(cold[label]["scores"]) == 2 and low <= cold[label]["iqm"] <= high
+    assert "P(zoo_ext > stock) = " in proc.stdout and "racing used " in proc.stdout
