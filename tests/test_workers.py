@@ -28,7 +28,7 @@ from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from zoo_ext.workers import Interrupted, Workers, fork_workers, signals_interrupt
+from zoo_ext.workers import Interrupted, Workers, _importing, fork_workers, signals_interrupt
 
 
 @pytest.mark.slow
@@ -231,3 +231,18 @@ def test_signals_interrupt_names_the_first_signal_and_ignores_later_ones(sig: si
     with signals_interrupt():
         pass
     assert signal.getsignal(signal.SIGTERM) is before  # not interrupted: the handlers are restored
+
+
+def test_a_signal_inside_an_import_is_delivered_again_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Raising inside importlib can leave the import lock held, hanging MLflow's thread: the handler waits."""
+    (tmp_path / "frame_probe.py").write_text("import sys\nFRAME = sys._getframe()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import frame_probe  # type: ignore[import-not-found]
+
+    assert _importing(frame_probe.FRAME)
+    assert not _importing(sys._getframe())
+    with pytest.raises(Interrupted, match="SIGTERM"), signals_interrupt():
+        handler = signal.getsignal(signal.SIGTERM)
+        assert callable(handler)
+        handler(signal.SIGTERM, frame_probe.FRAME)  # inside an import: no exception now, the signal comes again
+        time.sleep(5)  # the re-sent SIGTERM arrives here, outside any import

@@ -359,6 +359,15 @@ class Interrupted(KeyboardInterrupt):
         self.signal_name = signal_name
 
 
+def _importing(frame: Any) -> bool:
+    """Return True if ``frame`` (the main thread's, when a signal arrives) is inside importlib's machinery."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
 @contextlib.contextmanager
 def signals_interrupt() -> Iterator[None]:
     """Turn the first SIGINT or SIGTERM into :class:`Interrupted` while the block runs; ignore later ones.
@@ -379,6 +388,11 @@ def signals_interrupt() -> Iterator[None]:
         name = signal.Signals(signum).name
         if stopping:  # e.g. Ctrl-C reaching a worker directly and again through its launcher
             _logger.warning("%s: already stopping, recording the running trial", name)
+            return
+        if _importing(frame):
+            # Raised inside importlib, the exception can leave the global import lock held: every other
+            # thread (MLflow's, the progress line's) would then wait forever on its next import. Deliver it again.
+            threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
             return
         stopping = True
         raise Interrupted(name)
