@@ -450,6 +450,7 @@ def cold(run: Runner, budget: Budget) -> dict[str, Any]:
     trial count.
     """
     from zoo_ext import statistics as stats
+    from zoo_ext import storage
 
     fresh = [100_000 + i for i in range(budget.retrain_seeds)]
     print(f"== cold: no warm start, study seeds {list(budget.study_seeds)}, best trial re-trained on "
@@ -485,7 +486,7 @@ def cold(run: Runner, budget: Budget) -> dict[str, Any]:
             trials = load_study(run.root / folder / "cold.log", "cold").get_trials(deepcopy=False)
             best = max((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value or -np.inf)
             states = [t.state.name for t in trials]
-            used = sum(int(t.user_attrs.get("env_steps", 0)) for t in trials)
+            used = storage.env_steps(trials)
             if label == "stock":  # stock records no env steps: a pruned trial ran its share of the evaluations
                 used = stock_env_steps(trials, problem.steps)
             row: dict[str, Any] = {"part": part, "side": label, "study_seed": seed, "best_trial": best.number,

@@ -65,7 +65,7 @@ def test_line_shows_trials_of_budget_states_best_and_eta() -> None:
     study = _study("maximize")
     _add(study, TrialState.COMPLETE, -300.0)
     clock = Clock()
-    reader = StudyProgress(study, total_trials=10, steps_attr=STEPS, clock=clock)
+    reader = StudyProgress(study, total_trials=10, clock=clock)
     first = reader.snapshot()
     assert (first.done, first.total, first.complete, first.best, first.eta) == (1, 10, 1, -300.0, None)
     assert describe(first) == "trials 1/10 · best -300 · ETA -:--:-- · 1 complete, 0 pruned, 0 failed"
@@ -88,20 +88,20 @@ def test_best_follows_the_first_objective_and_its_direction() -> None:
     _add(study, TrialState.COMPLETE, 3.0)
     _add(study, TrialState.COMPLETE, 1.25)
     _add(study, TrialState.COMPLETE, 2.0)
-    assert StudyProgress(study, total_trials=5, steps_attr=STEPS).snapshot().best == 1.25
+    assert StudyProgress(study, total_trials=5).snapshot().best == 1.25
 
     with quiet_optuna():
         multi = optuna.create_study(directions=["maximize", "minimize"])
     for values in ([10.0, 5.0], [30.0, 9.0], [20.0, 1.0]):
         multi.add_trial(create_trial(state=TrialState.COMPLETE, values=values))
-    assert StudyProgress(multi, total_trials=5, steps_attr=STEPS).snapshot().best == 30.0
+    assert StudyProgress(multi, total_trials=5).snapshot().best == 30.0
 
 
 def test_step_budget_counts_env_steps_of_every_trial() -> None:
     study = _study()
     _add(study, TrialState.COMPLETE, -200.0, steps=4096)
     clock = Clock()
-    reader = StudyProgress(study, total_trials=500, budget_steps=20_000, steps_attr=STEPS, clock=clock)
+    reader = StudyProgress(study, total_trials=500, budget_steps=20_000, clock=clock)
     first = describe(reader.snapshot())
     assert first == "env steps 4,096/20,000 · best -200 · ETA -:--:-- · 1 complete, 0 pruned, 0 failed"
     clock.now += 60
@@ -165,7 +165,7 @@ def test_live_line_draws_and_log_records_go_above_it() -> None:
     handler = logging.StreamHandler(out)
     logger.addHandler(handler)
     try:
-        with LiveProgress(StudyProgress(study, total_trials=4, steps_attr=STEPS), console=console, interval=0.05):
+        with LiveProgress(StudyProgress(study, total_trials=4), console=console, interval=0.05):
             logger.warning("trial 1 finished")
             _add(study, TrialState.PRUNED)
             time.sleep(0.3)  # the thread redraws from the storage
@@ -183,7 +183,7 @@ def test_a_drawing_error_is_logged_once_and_switches_the_line_off(caplog: pytest
     study = _study()
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=120)
-    line = LiveProgress(StudyProgress(study, total_trials=3, steps_attr=STEPS), console=console, interval=0.02)
+    line = LiveProgress(StudyProgress(study, total_trials=3), console=console, interval=0.02)
     stderr = sys.stderr
     with caplog.at_level(logging.WARNING, logger="zoo_ext.progress"), line:
         assert line.active and sys.stderr is not stderr  # prints go above the line

@@ -386,7 +386,7 @@ def _preset(name: Any, algo: str) -> dict[str, Any]:
         values = PRESETS.get(name)(algo)
     except UnknownNameError as exc:
         raise OptionError(str(exc)) from exc
-    unknown = sorted(set(values) - set(_BY_DEST) | {"preset"} & set(values))
+    unknown = sorted(key for key in values if key not in _BY_DEST or key == "preset")
     if unknown:
         raise OptionError(f"preset {name!r} sets unknown option(s) {', '.join(unknown)}")
     return values

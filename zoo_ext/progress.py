@@ -77,8 +77,8 @@ class StudyProgress:
     """Reads a study's progress from its storage; the ETA comes from the rate seen since the first read.
 
     ``total_trials`` is the study's trial budget (``--n-trials`` or ``--max-total-trials``);
-    with ``budget_steps`` > 0 the budget is env steps instead, summed from each trial's
-    ``steps_attr`` user attribute (running trials included, as the stop rule does).
+    with ``budget_steps`` > 0 the budget is env steps instead, counted as the stop rule counts them
+    (:func:`zoo_ext.storage.env_steps`, running trials included).
     """
 
     def __init__(
@@ -87,13 +87,11 @@ class StudyProgress:
         *,
         total_trials: int,
         budget_steps: int = 0,
-        steps_attr: str,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.study = study
         self.total_trials = total_trials
         self.budget_steps = budget_steps
-        self.steps_attr = steps_attr
         self.clock = clock
         self._start: tuple[float, int] | None = None
 
@@ -106,7 +104,7 @@ class StudyProgress:
         complete, pruned = counts[TrialState.COMPLETE], counts[TrialState.PRUNED]
         if self.budget_steps > 0:
             unit, total = "env steps", self.budget_steps
-            done = sum(int(t.user_attrs.get(self.steps_attr, 0)) for t in trials)
+            done = storage.env_steps(trials)
         else:
             unit, total, done = "trials", self.total_trials, complete + pruned
         return Snapshot(
@@ -279,13 +277,12 @@ def live(
     *,
     total_trials: int,
     budget_steps: int,
-    steps_attr: str,
     enabled: bool,
 ) -> contextlib.AbstractContextManager[Any]:
     """Return the progress line of ``study`` as a context manager; a no-op unless ``enabled`` (see :func:`shown`)."""
     if not enabled:
         return contextlib.nullcontext()
-    reader = StudyProgress(study, total_trials=total_trials, budget_steps=budget_steps, steps_attr=steps_attr)
+    reader = StudyProgress(study, total_trials=total_trials, budget_steps=budget_steps)
     try:
         return LiveProgress(reader)
     except Exception as exc:  # noqa: BLE001 - the line is best effort

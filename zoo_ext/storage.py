@@ -22,7 +22,7 @@ import re
 import socket
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
 __all__ = [
+    "ENV_STEPS_ATTR",
     "StudyError",
+    "env_steps",
     "exists",
     "fail_dead_local_trials",
     "finished_trial",
@@ -52,6 +54,8 @@ _QUERY_PASSWORD = re.compile(r"(?P<head>[?&](?:password|passwd|pwd)=)(?P<secret>
 _CONNECT_ATTEMPTS = 4
 #: Trial user attribute naming the process that runs it (host, pid, process start time).
 WORKER_ATTR = "worker"
+#: Trial user attribute: the env steps the trial trained (all its seeds), written at every evaluation.
+ENV_STEPS_ATTR = "env_steps"
 
 
 @contextlib.contextmanager
@@ -371,3 +375,8 @@ def retry_trial(study: optuna.Study, trial: FrozenTrial, *, max_retry: int) -> b
         )
     )
     return True
+
+
+def env_steps(trials: Iterable[optuna.trial.FrozenTrial]) -> int:
+    """Return the env steps ``trials`` trained (their ``env_steps``): what ``--budget-steps`` counts."""
+    return sum(int(t.user_attrs.get(ENV_STEPS_ATTR, 0)) for t in trials)

@@ -24,7 +24,7 @@ from zoo_ext import record
 from zoo_ext.objectives import Objective as ObjectiveSpec
 from zoo_ext.objectives import RunResult, aggregate, resolve_objectives
 from zoo_ext.spaces._probe import InvalidSearchSpaceError, check_keys
-from zoo_ext.storage import WORKER_ATTR, worker_identity
+from zoo_ext.storage import ENV_STEPS_ATTR, WORKER_ATTR, worker_identity
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -248,7 +248,7 @@ def _step_counter(trial: optuna.Trial, steps: list[int], k: int) -> Callable[[in
 
     def record(n: int) -> None:
         steps[k] = n
-        trial.set_user_attr("env_steps", sum(steps))
+        trial.set_user_attr(ENV_STEPS_ATTR, sum(steps))
 
     return record
 

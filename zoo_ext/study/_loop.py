@@ -49,7 +49,7 @@ _logger = logging.getLogger("zoo_ext.study")
 #: Trial states that count towards the budget (``--n-trials``, ``--max-total-trials``), as in stock rl_zoo3.
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED)
 #: Trial user attribute: the env steps the trial trained, all its seeds (updated at each evaluation while it runs).
-ENV_STEPS_ATTR = "env_steps"
+ENV_STEPS_ATTR = storage.ENV_STEPS_ATTR
 #: Study user attribute: why a stop rule ended the study (None again once a resumed study runs to its trial budget).
 STOP_ATTR = "stop_reason"
 
@@ -108,7 +108,6 @@ def progress_line(study: optuna.Study, exp: Experiment) -> contextlib.AbstractCo
         study,
         total_trials=budget_total(exp),
         budget_steps=exp.options.budget_steps,
-        steps_attr=ENV_STEPS_ATTR,
         enabled=progress.shown(exp.options.no_progress) and not workers.is_worker(),
     )
 
@@ -231,11 +230,7 @@ def env_steps_used(study: optuna.Study) -> int:
 
     A running trial counts what it trained by its last evaluation, so a killed worker's steps count too.
     """
-    return _env_steps(study.get_trials(deepcopy=False))
-
-
-def _env_steps(trials: Sequence[optuna.trial.FrozenTrial]) -> int:
-    return sum(int(t.user_attrs.get(ENV_STEPS_ATTR, 0)) for t in trials)
+    return storage.env_steps(study.get_trials(deepcopy=False))
 
 
 def budget_steps_spent(study: optuna.Study, budget: int) -> str | None:
@@ -246,7 +241,7 @@ def budget_steps_spent(study: optuna.Study, budget: int) -> str | None:
 def _budget_reason(trials: Sequence[optuna.trial.FrozenTrial], budget: int) -> str | None:
     if budget <= 0:
         return None
-    used = _env_steps(trials)
+    used = storage.env_steps(trials)
     return f"budget-steps: {used} of {budget} env steps used" if used >= budget else None
 
 
