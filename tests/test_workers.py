@@ -233,6 +233,20 @@ def test_signals_interrupt_names_the_first_signal_and_ignores_later_ones(sig: si
     assert signal.getsignal(signal.SIGTERM) is before  # not interrupted: the handlers are restored
 
 
+def test_a_signal_inside_a_finalizer_is_delivered_again_later(caplog: pytest.LogCaptureFixture) -> None:
+    """An exception raised in ``__del__`` is printed and dropped: the handler must not then ignore the signal."""
+
+    class Finalized:
+        def __del__(self) -> None:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, inside the finalizer
+            time.sleep(1)
+
+    with pytest.raises(Interrupted, match="SIGTERM"), signals_interrupt():
+        Finalized()
+        assert "SIGTERM arrived inside a finalizer" in caplog.text
+        time.sleep(5)  # the SIGTERM sent again arrives here
+
+
 def test_a_signal_inside_an_import_is_delivered_again_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Raising inside importlib can leave the import lock held, hanging MLflow's thread: the handler waits."""
     (tmp_path / "frame_probe.py").write_text("import sys\nFRAME = sys._getframe()\n")

@@ -376,12 +376,17 @@ def signals_interrupt() -> Iterator[None]:
     leaving its trial RUNNING and its MLflow run open; as an interrupt, the trial is recorded as
     failed with the signal as reason and its MLflow run closed as KILLED. Later signals are
     ignored so that this recording is not itself interrupted (SIGKILL still ends the process).
+    A signal landing where its exception would be lost (inside an import, or a finalizer whose
+    exception Python prints and drops) is delivered again 50 ms later.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     stopping = False
+
+    def deliver_again(signum: int) -> None:
+        threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
 
     def interrupt(signum: int, frame: object) -> None:
         nonlocal stopping
@@ -392,15 +397,31 @@ def signals_interrupt() -> Iterator[None]:
         if _importing(frame):
             # Raised inside importlib, the exception can leave the global import lock held: every other
             # thread (MLflow's, the progress line's) would then wait forever on its next import. Deliver it again.
-            threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+            deliver_again(signum)
             return
         stopping = True
         raise Interrupted(name)
 
+    previous_unraisable = sys.unraisablehook
+
+    def unraisable(record: Any) -> None:
+        # Raised inside a finalizer (``__del__``, a weakref callback, run by the garbage collector
+        # anywhere), the exception is printed and dropped: the process would carry on, ignoring
+        # every later signal. Deliver it again, to land outside the finalizer.
+        nonlocal stopping
+        if isinstance(record.exc_value, Interrupted) and stopping:
+            stopping = False
+            _logger.warning("%s arrived inside a finalizer; delivering it again", record.exc_value.signal_name)
+            deliver_again(signal.Signals[record.exc_value.signal_name])
+            return
+        previous_unraisable(record)
+
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    sys.unraisablehook = unraisable
     try:
         yield
     finally:
+        sys.unraisablehook = previous_unraisable
         # Once interrupted the process is stopping: the handler stays, so a signal arriving while it
         # writes its summary and exits (Ctrl-C reaches a worker from the terminal and its launcher)
         # is ignored, and the process ends with its own exit status, 130 or 143.
