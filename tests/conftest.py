@@ -251,8 +251,9 @@ def postgres() -> Iterator[Postgres]:
 
 
 @contextlib.contextmanager
-def running_server(cmd: Sequence[str], folder: Path, ready: str, *, env: dict[str, str] | None = None,
-           timeout: float = 180) -> Iterator[str]:
+def running_server(
+    cmd: Sequence[str], folder: Path, ready: str, *, env: dict[str, str] | None = None, timeout: float = 180
+) -> Iterator[str]:
     """Run server ``cmd`` in ``folder`` (output in ``<folder>/server.log``) until URL ``ready`` answers; yield it.
 
     Stops it (terminate, then kill) on exit; fails the test with the log if it exits or never answers.

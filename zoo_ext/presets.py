@@ -58,4 +58,3 @@ def register_preset(name: str, *, description: str | None = None) -> Callable[[P
         return PRESETS.register(name, factory, description=description)
 
     return decorator
-
