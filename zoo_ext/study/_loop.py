@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import logging
 import signal as signal_module
 import tempfile
@@ -135,6 +136,9 @@ def run_trials(study: optuna.Study, run_trial: Any, objective: Objective, exp: E
         _logger.info("study %r: %d of %d env steps used so far", study.study_name, used, opts.budget_steps)
 
     def stop_early(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        # Optuna has just collected the trial's garbage: what survives (modules, the study, MLflow's
+        # store) lives on, so the next trials' collections need not scan it again (0.4 s each with MLflow).
+        gc.freeze()
         if (trial.state == TrialState.FAIL and consecutive_failures(study, limit)) or stop_rule(study, opts):
             study.stop()
 
