@@ -138,7 +138,9 @@ def run_trials(study: optuna.Study, run_trial: Any, objective: Objective, exp: E
     def stop_early(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         # Optuna has just collected the trial's garbage: what survives (modules, the study, MLflow's
         # store) lives on, so the next trials' collections need not scan it again (0.4 s each with MLflow).
-        gc.freeze()
+        # Not with --n-jobs threads: another trial's model would be frozen, its cycles never freed.
+        if exp.n_jobs == 1:
+            gc.freeze()
         if (trial.state == TrialState.FAIL and consecutive_failures(study, limit)) or stop_rule(study, opts):
             study.stop()
 
