@@ -42,6 +42,7 @@ TINY = ["-params", "n_envs:1", "n_steps:32", "batch_size:32"]
         (["--sampler", "hub:"], "--sampler 'hub:' names no OptunaHub package: use hub:[CATEGORY/]PACKAGE[:Class]"),
         (["--objectives", "mean_reward", "mean_reward"], "objective(s) 'mean_reward' given more than once"),
         (["--reevaluate-top", "1", "--eval-seeds", "0"], "eval_seeds must be at least 1"),
+        (["--n-workers", "0"], "n_workers must be at least 1 (1: this process only), not 0"),
         (
             ["--storage", "sqlite:///x.db", "--heartbeat-interval", "10", "--grace-period", "5"],
             "grace_period (5 s) must be at least heartbeat_interval (10 s)",

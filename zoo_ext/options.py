@@ -358,6 +358,8 @@ def resolve(args: argparse.Namespace, block: Any, *, algo: str) -> ZooOptions:
     options = ZooOptions(**values)
     if options.n_seeds < 1:
         raise OptionError("n_seeds must be at least 1")
+    if options.n_workers < 1:
+        raise OptionError(f"n_workers must be at least 1 (1: this process only), not {options.n_workers}")
     if options.eval_seeds < 1:
         raise OptionError(
             f"eval_seeds must be at least 1 (fresh seeds per re-evaluated trial), not {options.eval_seeds}"
