@@ -404,7 +404,7 @@ def signals_interrupt() -> Iterator[None]:
 
     previous_unraisable = sys.unraisablehook
 
-    def unraisable(record: Any) -> None:
+    def unraisable(record: sys.UnraisableHookArgs) -> None:
         # Raised inside a finalizer (``__del__``, a weakref callback, run by the garbage collector
         # anywhere), the exception is printed and dropped: the process would carry on, ignoring
         # every later signal. Deliver it again, to land outside the finalizer.
