@@ -15,14 +15,18 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState, create_trial
 
-from zoo_ext import adapter, options
+from zoo_ext import adapter, options, storage
 from zoo_ext.study._loop import (
     budget_steps_spent,
+    consecutive_failures,
     env_steps_used,
     out_of_patience,
+    over_budget,
     stop_rule,
     target_reached,
+    within_budget,
 )
+from zoo_ext.trial import TrialFailed
 
 #: Test helpers the stock command imports from its working directory (dotted paths).
 HELPERS = '''\
@@ -110,6 +114,30 @@ def test_patience_counts_finished_trials_since_the_best() -> None:
     for value in (3.0, 1.0, 2.0, 4.0):
         _add(down, TrialState.COMPLETE, value)
     assert out_of_patience(down, 2) == "patience: 2 trials without improving trial 1"
+
+
+def test_a_trial_created_beyond_the_trial_budget_is_failed_unrun() -> None:
+    """Two workers finishing together both create a trial: the one numbered beyond the budget never runs."""
+    study = _study()
+    _add(study, TrialState.COMPLETE, 1.0)
+    study.ask()  # trial 1: another worker's, still running
+    ran: list[int] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        ran.append(trial.number)
+        return trial.suggest_float("x", 0, 1)
+
+    study.optimize(within_budget(objective, 2), n_trials=1, catch=(TrialFailed,))
+    unrun = study.trials[2]
+    assert ran == [] and unrun.state == TrialState.FAIL and unrun.params == {}
+    assert storage.was_not_run(unrun)
+    assert "the study's 2 trials were taken by other workers first" in unrun.user_attrs["fail_reason"]
+    assert consecutive_failures(study, 1) is None  # says nothing about a configuration
+    study.optimize(within_budget(objective, 3), n_trials=1, catch=(TrialFailed,))
+    assert ran == [3] and study.trials[3].state == TrialState.COMPLETE  # the failed one left its place free
+    # A queued trial (a retry, the warm start) will run: it takes a place too.
+    study.enqueue_trial({"x": 0.5})
+    assert over_budget(study, 5, 4) and not over_budget(study, 5, 5) and not over_budget(study, 4, 4)
 
 
 def test_stop_options_from_the_command_line_and_yaml() -> None:

@@ -316,14 +316,23 @@ def is_live_local(worker: Any) -> bool:
     return isinstance(pid, int) and pid != os.getpid() and started is not None and _start_time(pid) == started
 
 
+#: ``fail_reason`` prefix of a trial created after other workers had taken the study's last trials: never run.
+NOT_RUN = "not run: "
+
 #: ``fail_reason`` prefixes of trials failed from outside: they say nothing about their configuration.
-EXTERNAL_FAILURES = ("interrupted by ", "worker process ")
+EXTERNAL_FAILURES = ("interrupted by ", "worker process ", NOT_RUN)
 
 
 def is_external_failure(trial: FrozenTrial) -> bool:
     """Return True if ``trial`` failed because its run was stopped (signal, dead worker), not by its own error."""
     reason = trial.user_attrs.get("fail_reason")
     return not isinstance(reason, str) or reason.startswith(EXTERNAL_FAILURES)
+
+
+def was_not_run(trial: FrozenTrial) -> bool:
+    """Return True if ``trial`` was failed before it ran because the study's trial budget was already taken."""
+    reason = trial.user_attrs.get("fail_reason")
+    return isinstance(reason, str) and reason.startswith(NOT_RUN)
 
 
 def fail_dead_local_trials(study: optuna.Study, retries: int) -> list[FrozenTrial]:

@@ -16,7 +16,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from zoo_ext import record, tracking
+from zoo_ext import record, storage, tracking
 from zoo_ext.storage import quiet_optuna
 
 LONG = "p" * 300
@@ -178,6 +178,18 @@ def test_final_states_match_optuna(uri: str) -> None:
     assert failed["mlflow.note.content"] == "FAILED: ValueError: the space broke"
     assert runs[1].data.tags["user_attr.fail_reason"] == "interrupted by SIGINT"
     assert "NaN" in runs[2].data.tags["user_attr.fail_reason"]
+
+
+def test_a_trial_never_run_gets_no_run(uri: str) -> None:
+    """A trial failed unrun (another worker took the budget's last place) is not a trial to browse."""
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.COMPLETE, value=1.0))
+    reason = f"{storage.NOT_RUN}the study's 1 trials were taken by other workers first"
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs={"fail_reason": reason}))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs={"fail_reason": "boom"}))
+    tracker = _tracker(uri, study, "not-run")
+    assert tracker.log_finished(study) == [0, 2]
+    assert sorted(_trial_runs(uri, "not-run")) == [0, 2]
 
 
 def test_an_error_while_tracking_never_changes_the_trial(uri: str, caplog: pytest.LogCaptureFixture) -> None:

@@ -11,7 +11,7 @@ import signal as signal_module
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,10 +39,12 @@ __all__ = [
     "env_steps_used",
     "n_counted",
     "out_of_patience",
+    "over_budget",
     "progress_line",
     "run_tracked",
     "stop_rule",
     "target_reached",
+    "within_budget",
 ]
 
 _logger = logging.getLogger("zoo_ext.study")
@@ -144,7 +146,8 @@ def run_trials(study: optuna.Study, run_trial: Any, objective: Objective, exp: E
         if (trial.state == TrialState.FAIL and consecutive_failures(study, limit)) or stop_rule(study, opts):
             study.stop()
 
-    run = functools.partial(study.optimize, run_trial, n_jobs=exp.n_jobs, gc_after_trial=True, catch=(TrialFailed,))
+    guarded = within_budget(run_trial, total)
+    run = functools.partial(study.optimize, guarded, n_jobs=exp.n_jobs, gc_after_trial=True, catch=(TrialFailed,))
     seen: dict[int, float] = {}
     try:
         while True:
@@ -201,6 +204,39 @@ def consecutive_failures(study: optuna.Study, limit: int) -> str | None:
 
 def n_counted(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
+
+
+def within_budget(run_trial: Callable[[optuna.Trial], Any], total: int) -> Callable[[optuna.Trial], Any]:
+    """Return ``run_trial`` run only for a trial within the study's ``total`` trials (:func:`over_budget`).
+
+    Two workers finishing together can both see one trial left and both create one: the later is
+    failed unrun (``fail_reason`` starting with :data:`storage.NOT_RUN`: no sampling, no MLflow
+    run, not a failure of its configuration), so the study never trains more than its budget.
+
+    Example::
+
+        study.optimize(within_budget(objective, 9), n_trials=9, catch=(TrialFailed,))
+    """
+
+    def guarded(trial: optuna.Trial) -> Any:
+        if over_budget(trial.study, trial.number, total):
+            reason = f"{storage.NOT_RUN}the study's {total} trials were taken by other workers first"
+            trial.set_user_attr("fail_reason", reason)
+            raise TrialFailed(reason)
+        return run_trial(trial)
+
+    return guarded
+
+
+def over_budget(study: optuna.Study, number: int, total: int) -> bool:
+    """Return True if ``total`` trials numbered before trial ``number`` already count or wait to run.
+
+    Trial numbers are handed out by the storage, one at a time: ranking by them decides, the same
+    way in every worker, which of the trials created at once fit the budget. A failed trial leaves
+    a place that a later round of the budget loop fills.
+    """
+    states = (*COUNTED_STATES, TrialState.WAITING)
+    return sum(t.number < number for t in study.get_trials(deepcopy=False, states=states)) >= total
 
 
 def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

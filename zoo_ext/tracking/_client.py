@@ -38,7 +38,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from zoo_ext import record
-from zoo_ext.storage import redact
+from zoo_ext.storage import redact, was_not_run
 from zoo_ext.tracking._mapping import (
     CARD_ARTIFACT,
     MAX_TAG,
@@ -549,7 +549,7 @@ class Tracker:
         created = []
         with tempfile.TemporaryDirectory(prefix="zoo_ext_") as tmp:
             for trial in study.get_trials(deepcopy=False):
-                if not trial.state.is_finished() or trial.number in self.pending:
+                if not trial.state.is_finished() or trial.number in self.pending or was_not_run(trial):
                     continue
                 # As a live run: a value for a complete trial only (not a pruned one's last intermediate value).
                 values = trial.values if trial.state == TrialState.COMPLETE else None
