@@ -8,7 +8,9 @@
 # study samples with its own seed. Give --storage (shared) and --study-name; --max-total-trials
 # is the study's total budget. Each worker's output goes to worker-<i>.log (WORKER_LOG_DIR, default .).
 # Exit status: 0 when the study's budget is done, 130/143 when stopped by SIGINT/SIGTERM (resume with
-# the same command), otherwise the last failing worker's status (1: trials kept failing).
+# the same command), otherwise the last failing worker's status (1: trials kept failing). A worker
+# killed by a signal nobody here sent (kill -9, out of memory) does not fail the study if another
+# finished it: the survivors fail its trial, retry it and exit 0 only once the budget is done.
 set -euo pipefail
 if (( $# < 2 )) || ! [[ "$1" =~ ^[0-9]+$ ]]; then
     echo "usage: $0 N <rl_zoo3.train flags, with --storage and --study-name>" >&2
@@ -30,7 +32,9 @@ for ((i = 0; i < n; i++)); do
     pids+=($!)
 done
 echo "started $n workers: ${pids[*]} (logs: $log_dir/worker-*.log)"
-status=0
+failed=0
+killed=0
+finished=""
 for pid in "${pids[@]}"; do
     # A trapped signal interrupts `wait`: wait again until this worker has really exited.
     while true; do
@@ -38,10 +42,21 @@ for pid in "${pids[@]}"; do
         wait "$pid" || rc=$?
         kill -0 "$pid" 2>/dev/null || break
     done
-    (( rc != 0 )) && status=$rc
+    if (( rc == 0 )); then
+        finished=1
+    elif (( rc > 128 )); then
+        killed=$rc
+    else
+        failed=$rc
+    fi
 done
 case "$signalled" in
     INT) exit 130 ;;
     TERM) exit 143 ;;
 esac
-exit "$status"
+if (( failed != 0 )); then
+    exit "$failed"
+elif [[ -z "$finished" ]]; then
+    exit "$killed"
+fi
+exit 0

@@ -6,6 +6,7 @@ import functools
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -78,6 +79,27 @@ def test_dead_local_workers_trials_fail_and_are_retried(tmp_path: Path) -> None:
     assert retry.params == dead_trial.params
     assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == dead_trial.number
     assert storage.fail_dead_local_trials(study, retries=1) == []  # once only
+
+
+def test_a_zombie_worker_is_dead(tmp_path: Path) -> None:
+    # A worker that ended but whose parent has not read its exit status yet (a launcher busy training) is a zombie:
+    # same pid, same start time in /proc. It must count as dead, or its RUNNING trial is waited for forever.
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        worker = {"host": socket.gethostname(), "pid": child.pid, "started": storage._start_time(child.pid)}
+        assert worker["started"] is not None
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child did not end"
+            time.sleep(0.05)
+        assert storage._is_dead_local(worker)
+        assert not storage.is_live_local(worker)
+        study = optuna.create_study(storage=storage.open_storage(str(tmp_path / "s.log")), study_name="s")
+        trial = _running_trial(study, worker)
+        (failed,) = storage.fail_dead_local_trials(study, retries=1)
+        assert failed.number == trial.number and failed.state == TrialState.FAIL
+    finally:
+        child.wait()
 
 
 def test_retry_keeps_the_warm_start_mark_but_not_the_failed_runs_attributes() -> None:

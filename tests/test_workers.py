@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
 from conftest import (
+    ROOT,
     STOCK,
     mlflow_runs,
     mlflow_store,
@@ -26,7 +30,7 @@ from conftest import (
 from mlflow import MlflowClient
 from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from zoo_ext.workers import Interrupted, Workers, _importing, fork_workers, signals_interrupt
 
@@ -260,3 +264,103 @@ def test_a_signal_inside_an_import_is_delivered_again_later(tmp_path: Path, monk
         assert callable(handler)
         handler(signal.SIGTERM, frame_probe.FRAME)  # inside an import: no exception now, the signal comes again
         time.sleep(5)  # the re-sent SIGTERM arrives here, outside any import
+
+
+def test_the_pool_reaps_a_killed_worker_at_once_and_reports_it() -> None:
+    deaths: list[tuple[int, int]] = []
+    sleeper = [sys.executable, "-c", "import sys, time; time.sleep(float(sys.argv[1]))"]
+    with Workers([["60"], ["0"]], argv=sleeper, on_death=lambda *death: deaths.append(death)) as pool:
+        victim = pool.processes[0]
+        victim.send_signal(signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while not deaths:
+            assert time.monotonic() < deadline, "the killed worker was not reported"
+            time.sleep(0.05)
+        assert not Path(f"/proc/{victim.pid}").exists()  # reaped: no zombie left to look alive
+    assert deaths == [(1, -signal.SIGKILL)]  # worker 2 exited 0: not a death
+    assert pool.exit_codes == [-signal.SIGKILL, 0]
+
+
+def _other_workers_running_trial(storage: Any, name: str, launcher: int, timeout: float = 180) -> FrozenTrial:
+    """Return a RUNNING trial of a worker other than ``launcher`` once it has trained for a moment."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(KeyError):
+            study = optuna.load_study(storage=storage, study_name=name)
+            for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                if trial.user_attrs.get("worker", {}).get("pid") not in (None, launcher) and "seed" in trial.user_attrs:
+                    time.sleep(1.0)
+                    return trial
+        time.sleep(0.3)
+    raise AssertionError("no worker but the launcher started a trial")
+
+
+def _assert_retried_and_done(study: optuna.Study, killed: FrozenTrial, uri: str, total: int) -> None:
+    """Every trial finished, the killed one failed and its retry completed, MLflow says the same."""
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    failed = study.trials[killed.number]
+    assert failed.state == TrialState.FAIL
+    assert failed.user_attrs["fail_reason"] == (
+        f"worker process {killed.user_attrs['worker']['pid']} on {killed.user_attrs['worker']['host']} "
+        "died while running this trial"
+    )
+    (retry,) = [t for t in study.trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed.number]
+    assert retry.params == failed.params and retry.state == TrialState.COMPLETE
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == total
+    parents, children = mlflow_runs(uri)
+    status = {int(r.data.tags["optuna.trial_number"]): r.info.status for r in children}
+    assert status == {t.number: "FAILED" if t.number == killed.number else "FINISHED" for t in study.trials}
+    assert [p.info.status for p in parents] == ["FINISHED"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_a_killed_forked_worker_is_reaped_and_its_trial_retried_at_once(space_dir: Path, kind: str) -> None:
+    env = {"MLFLOW_TRACKING_URI": mlflow_store(space_dir)}
+    url = "study.log" if kind == "journal" else f"sqlite:///{space_dir / 'study.db'}"
+    storage = journal(space_dir) if kind == "journal" else optuna.storages.RDBStorage(url)
+    launcher = start([*STOCK, *study_args(url, "k", n=20_000, total=4), "--n-workers", "2"], space_dir, env=env)
+    killed = _other_workers_running_trial(storage, "k", launcher.pid)
+    os.kill(killed.user_attrs["worker"]["pid"], signal.SIGKILL)
+    _, err = launcher.communicate(timeout=300)
+    assert launcher.returncode == 0, err[-3000:]
+    assert f"worker 1 (pid {killed.user_attrs['worker']['pid']}) was killed by SIGKILL while the study ran" in err
+    assert f"trial {killed.number} failed: worker process" in err
+    assert "worker exit codes: [-9]" in err
+    _assert_retried_and_done(optuna.load_study(storage=storage, study_name="k"), killed, env["MLFLOW_TRACKING_URI"], 4)
+
+
+@pytest.mark.slow
+def test_launch_workers_sh_finishes_the_budget_after_a_worker_is_killed(space_dir: Path) -> None:
+    env = {"MLFLOW_TRACKING_URI": mlflow_store(space_dir), "PYTHON": sys.executable, "WORKER_LOG_DIR": "logs"}
+    script = ["bash", str(ROOT / "scripts" / "launch_workers.sh"), "2"]
+    launcher = start([*script, *study_args("study.log", "w", n=20_000, total=4)], space_dir, env=env)
+    killed = _other_workers_running_trial(journal(space_dir), "w", launcher.pid)
+    os.kill(killed.user_attrs["worker"]["pid"], signal.SIGKILL)
+    out, err = launcher.communicate(timeout=300)
+    logs = "".join(path.read_text() for path in sorted((space_dir / "logs").glob("worker-*.log")))
+    assert launcher.returncode == 0, out + err + logs[-3000:]
+    assert f"trial {killed.number} failed: worker process" in logs
+    _assert_retried_and_done(optuna.load_study(storage=journal(space_dir), study_name="w"), killed,
+                             env["MLFLOW_TRACKING_URI"], 4)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_an_interrupted_in_memory_study_says_nothing_is_saved(space_dir: Path) -> None:
+    args = study_args("study.log", "m", n=200_000, total=3)
+    at = args.index("--storage")
+    del args[at : at + 2]  # no --storage: an in-memory study
+    proc = start([*STOCK, *args], space_dir)
+    deadline = time.monotonic() + 120
+    while not list(space_dir.glob("logs/a2c/CartPole-v1_*")) and not proc.poll():
+        assert time.monotonic() < deadline, "the study did not start"
+        time.sleep(0.3)
+    time.sleep(4)  # the first trial trains
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 143, err[-3000:]
+    assert "queued again" not in err and "saved in None" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("Interrupted by SIGTERM: study 'm' was in memory (no --storage), nothing is saved; add ")
+    hint = shlex.split(last.split("; add ", 1)[1])
+    assert hint[:2] == ["--storage", "logs/m.log"] and hint[2:] == "next time to be able to resume it".split()

@@ -274,12 +274,23 @@ def finished_trial(study: optuna.Study, number: int, *, force: bool = False) -> 
     return trial
 
 
-def _start_time(pid: int) -> str | None:
-    """Return the start time of process ``pid`` (Linux ``/proc``), or None if unknown or gone."""
+#: ``/proc/PID/stat`` states of a process that has ended: a zombie (its parent has not read its exit status) or dead.
+_ENDED_STATES = frozenset("ZXx")
+
+
+def _stat(pid: int) -> list[str] | None:
+    """Return the fields of ``/proc/PID/stat`` after the command name (state first), or None if unknown or gone."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
         return None
+    return fields if len(fields) > 19 else None
+
+
+def _start_time(pid: int) -> str | None:
+    """Return the start time of process ``pid`` (Linux ``/proc``), or None if unknown or gone."""
+    fields = _stat(pid)
+    return fields[19] if fields else None
 
 
 def worker_identity() -> dict[str, Any]:
@@ -288,16 +299,18 @@ def worker_identity() -> dict[str, Any]:
 
 
 def _is_dead_local(worker: Any) -> bool:
-    """Return True if ``worker`` (a :func:`worker_identity`) ran on this host and its process is gone."""
+    """Return True if ``worker`` (a :func:`worker_identity`) ran on this host and its process is gone.
+
+    A zombie is gone: it ended, only its parent has not read its exit status yet (a launcher busy
+    with its own trial). A pid reused by a later process (another start time) is gone too.
+    """
     if not isinstance(worker, Mapping) or worker.get("host") != socket.gethostname():
         return False
     pid = worker.get("pid")
-    if not isinstance(pid, int):
+    if not isinstance(pid, int) or pid == os.getpid():
         return False
-    if pid == os.getpid():
-        return False
-    started = _start_time(pid)
-    if started is None:
+    fields = _stat(pid)
+    if fields is None:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -305,15 +318,20 @@ def _is_dead_local(worker: Any) -> bool:
         except PermissionError:
             return False
         return False
-    return worker.get("started") is not None and started != worker.get("started")  # the pid was reused
+    if fields[0] in _ENDED_STATES:
+        return True
+    return worker.get("started") is not None and fields[19] != worker.get("started")
 
 
 def is_live_local(worker: Any) -> bool:
-    """Return True if ``worker`` (a :func:`worker_identity`) is a process of this host that still runs."""
+    """Return True if ``worker`` (a :func:`worker_identity`) is a process of this host that still runs (no zombie)."""
     if not isinstance(worker, Mapping) or worker.get("host") != socket.gethostname():
         return False
     pid, started = worker.get("pid"), worker.get("started")
-    return isinstance(pid, int) and pid != os.getpid() and started is not None and _start_time(pid) == started
+    if not isinstance(pid, int) or pid == os.getpid() or started is None:
+        return False
+    fields = _stat(pid)
+    return fields is not None and fields[0] not in _ENDED_STATES and fields[19] == started
 
 
 #: ``fail_reason`` prefix of a trial created after other workers had taken the study's last trials: never run.

@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, NoReturn, Protocol
 
@@ -139,6 +140,7 @@ class ForkedWorker:
         siblings: Sequence[ForkedWorker] = (),
     ) -> None:
         self.returncode: int | None = None
+        self._lock = threading.Lock()
         self.stdout: IO[bytes] | None = None
         self.stderr: IO[bytes] | None = None
         gate_r, gate_w = os.pipe()
@@ -183,19 +185,22 @@ class ForkedWorker:
         self._out = self._err = -1
 
     def poll(self) -> int | None:
-        """Return the exit status if the worker ended (negative: the signal that ended it), else None."""
-        if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
-                self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
+        """Return the exit status if the worker ended (negative: the signal that ended it), else None.
+
+        Safe from several threads (the pool's reaper and the launcher): one of them reads the status.
+        """
+        with self._lock:
+            if self.returncode is None:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+            return self.returncode
 
     def wait(self) -> int:
         """Wait for the worker to end; return its exit status as :meth:`poll` does."""
-        if self.returncode is None:
-            _, status = os.waitpid(self.pid, 0)
-            self.returncode = os.waitstatus_to_exitcode(status)
-        return self.returncode
+        while (code := self.poll()) is None:
+            time.sleep(0.05)
+        return code
 
     def send_signal(self, sig: int) -> None:
         """Send ``sig`` to the worker unless it already ended."""
@@ -287,7 +292,7 @@ class Workers:
 
     Example::
 
-        with Workers(flags, forked=fork_workers(len(flags), train)) as pool:
+        with Workers(flags, forked=fork_workers(len(flags), train), on_death=recover) as pool:
             if not run_my_own_trials():
                 pool.interrupt()
         print(pool.exit_codes)
@@ -295,7 +300,10 @@ class Workers:
     Forked workers are started; without them (or for the ones missing) the worker command
     (``argv``, default ``sys.orig_argv``, plus the flags) runs as a new process. Ctrl-C or SIGTERM
     while waiting, or :meth:`interrupt`, passes the signal on to every worker still running: each
-    records its running trial and stops, so the study stays resumable.
+    records its running trial and stops, so the study stays resumable. A reaper thread collects
+    each worker's exit status as it ends (no zombie is left to look alive) and calls
+    ``on_death(index, status)`` for one that ended with an error or a signal nobody sent it (``kill -9``),
+    so its running trial can be failed and retried at once.
     """
 
     def __init__(
@@ -305,14 +313,19 @@ class Workers:
         forked: Sequence[ForkedWorker] = (),
         argv: Sequence[str] | None = None,
         pipe_output: bool = False,
+        on_death: Callable[[int, int], object] | None = None,
     ) -> None:
         self.flags = [list(worker) for worker in flags]
         self.forked = list(forked)
         self.argv = list(sys.orig_argv if argv is None else argv)
         #: Pipe each worker's stdout and stderr (unbuffered) instead of sharing this process's, for a relay to read.
         self.pipe_output = pipe_output
+        self.on_death = on_death
         self.processes: list[Process] = []
         self.exit_codes: list[int] = []
+        self._interrupted = False
+        self._closed = threading.Event()
+        self._reaper = threading.Thread(target=self._reap, name="zoo_ext-reaper", daemon=True)
 
     def __enter__(self) -> Workers:
         for index, flags in enumerate(self.flags, start=1):
@@ -331,10 +344,33 @@ class Workers:
             pids = ", ".join(str(process.pid) for process in self.processes)
             how = "forked" if self.forked else "started"
             _logger.info("%s %d worker processes: %s", how, len(self.processes), pids)
+            self._reaper.start()
         return self
+
+    def _reap(self) -> None:
+        """Collect each worker's exit status as it ends; report one that died (see :class:`Workers`)."""
+        running = dict(enumerate(self.processes, start=1))
+        while running:
+            closing = self._closed.wait(0.2)  # after the pool's last wait: one more pass reports the last deaths
+            for index, process in list(running.items()):
+                status = process.poll()
+                if status is None:
+                    continue
+                del running[index]
+                if status == 0 or self._interrupted:
+                    continue
+                _logger.warning("worker %d (pid %d) %s while the study ran", index, process.pid, _ended(status))
+                if self.on_death is not None:
+                    try:
+                        self.on_death(index, status)
+                    except Exception as exc:  # noqa: BLE001 - the launcher's own loop recovers the trial later
+                        _logger.warning("could not recover the trial of worker %d: %s", index, exc)
+            if closing:
+                return
 
     def interrupt(self, signal_name: str = "SIGINT") -> None:
         """Send ``signal_name`` (the signal this process received) to every worker still running."""
+        self._interrupted = True
         running = [process for process in self.processes if process.poll() is None]
         if running:
             _logger.warning("%s: stopping %d workers", signal_name, len(running))
@@ -349,6 +385,20 @@ class Workers:
         except KeyboardInterrupt as interrupt:
             self.interrupt(getattr(interrupt, "signal_name", "SIGINT"))
             self.exit_codes = [process.wait() for process in self.processes]
+        finally:
+            self._closed.set()
+            if self._reaper.is_alive():
+                self._reaper.join()
+
+
+def _ended(status: int) -> str:
+    """Return how a process with exit ``status`` ended (negative: the signal), for a log line."""
+    if status >= 0:
+        return f"exited with status {status}"
+    try:
+        return f"was killed by {signal.Signals(-status).name}"
+    except ValueError:
+        return f"was killed by signal {-status}"
 
 
 class Interrupted(KeyboardInterrupt):

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
 
 from zoo_ext import adapter, progress, storage, tracking, workers
 from zoo_ext.study._create import create_study, create_tracker
-from zoo_ext.study._loop import Outcome, budget_total, n_counted, progress_line, run_tracked
+from zoo_ext.study._loop import Outcome, budget_total, n_finished, progress_line, recover, run_tracked
 from zoo_ext.study._reevaluate import reevaluate
 from zoo_ext.study._summary import summarize
 from zoo_ext.trial import Objective
@@ -42,15 +44,25 @@ def optimize(exp: Experiment) -> None:
         if not workers.is_worker():
             _finish(study, objective, tracker, exp, outcome)
     if outcome.signal is not None:
-        print(
-            f"Interrupted by {outcome.signal}: study {study.study_name!r} is saved in "
-            f"{storage.redact(str(exp.storage))}; run the same command to resume it",
-            file=sys.stderr,
-        )
+        print(_interrupted_message(study.study_name, outcome.signal, exp), file=sys.stderr)
     elif outcome.failure is not None:
         print(f"zoo_ext: study {study.study_name!r} stopped: {outcome.failure}", file=sys.stderr)
     if outcome.exit_code:
         raise SystemExit(outcome.exit_code)
+
+
+def _interrupted_message(study_name: str, signal_name: str, exp: Experiment) -> str:
+    """Return what an interrupted run tells the user: how to resume its study, or that nothing was saved."""
+    if exp.storage is None:
+        where = shlex.quote(str(Path(exp.log_folder) / f"{study_name}.log"))
+        return (
+            f"Interrupted by {signal_name}: study {study_name!r} was in memory (no --storage), nothing is saved; "
+            f"add --storage {where} next time to be able to resume it"
+        )
+    return (
+        f"Interrupted by {signal_name}: study {study_name!r} is saved in {storage.redact(exp.storage)}; "
+        "run the same command to resume it"
+    )
 
 
 def _finish(
@@ -104,7 +116,9 @@ def _optimize_with_workers(exp: Experiment) -> tuple[optuna.Study, Outcome]:
         workers.signals_interrupt(),
         line,
         progress.Relay() as relay,
-        workers.Workers(flags, forked=forked, pipe_output=relayed) as pool,
+        workers.Workers(
+            flags, forked=forked, pipe_output=relayed, on_death=lambda *_: recover(study, tracker, exp)
+        ) as pool,
     ):
         relay.start(pool.processes)
         outcome = run_tracked(study, objective, tracker, exp)
@@ -112,7 +126,8 @@ def _optimize_with_workers(exp: Experiment) -> tuple[optuna.Study, Outcome]:
             pool.interrupt(outcome.signal)
     if any(pool.exit_codes):
         _logger.warning("worker exit codes: %s", pool.exit_codes)
-        if outcome.completed and n_counted(study) < total:
-            outcome.failure = f"worker processes exited with {pool.exit_codes} before the budget was spent"
+    done = n_finished(study)
+    if outcome.completed and outcome.stopped is None and done < total:
+        outcome.failure = f"{done} of {total} trials finished; worker processes exited with {pool.exit_codes}"
     _finish(study, objective, tracker, exp, outcome)
     return study, outcome

@@ -37,9 +37,11 @@ __all__ = [
     "consecutive_failures",
     "env_steps_used",
     "n_counted",
+    "n_finished",
     "out_of_patience",
     "over_budget",
     "progress_line",
+    "recover",
     "run_tracked",
     "stop_rule",
     "target_reached",
@@ -96,7 +98,7 @@ def run_tracked(
             objective.model_dir = Path(model_dir)
             run = tracking.TrackedObjective(objective, tracker, env_id=exp.env_id, config=exp.config)
         with _Recovery(study, tracker, exp):
-            return run_trials(study, run, objective, exp)
+            return run_trials(study, run, objective, exp, tracker=tracker)
 
 
 def progress_line(study: optuna.Study, exp: Experiment) -> contextlib.AbstractContextManager[Any]:
@@ -112,17 +114,24 @@ def progress_line(study: optuna.Study, exp: Experiment) -> contextlib.AbstractCo
     )
 
 
-def run_trials(study: optuna.Study, run_trial: Any, objective: Objective, exp: Experiment) -> Outcome:
+def run_trials(
+    study: optuna.Study,
+    run_trial: Any,
+    objective: Objective,
+    exp: Experiment,
+    *,
+    tracker: tracking.Tracker | None = None,
+) -> Outcome:
     """Run trials until the study's budget is spent or a stop rule ends it; return how it ended.
 
     The budget is the study's, shared by all its workers: live and finished trials count,
     failed ones do not. Once it is spent while trials of other workers still run, this worker
-    waits for them: a dead worker's trial is failed when its heartbeats stop (database storages)
-    and retried here, so the study still reaches its budget. After ``--max-consecutive-failures``
-    failed trials in a row it stops. The stop rules (:func:`stop_rule`) are read from the
-    storage before each trial, so every worker stops on the same state; trials already running
-    finish. A trial interrupted by SIGINT/SIGTERM is queued again (``--trial-retries``), so
-    resuming runs it first.
+    waits for them: a dead worker's trial is failed when its process is gone (this machine) or its
+    heartbeats stop (database storages) and retried here, so the study still reaches its budget.
+    After ``--max-consecutive-failures`` failed trials in a row it stops. The stop rules
+    (:func:`stop_rule`) are read from the storage before each trial, so every worker stops on
+    the same state; trials already running finish. A trial interrupted by SIGINT/SIGTERM is
+    queued again (``--trial-retries``), so resuming runs it first.
     """
     total = budget_total(exp)
     opts = exp.options
@@ -164,18 +173,31 @@ def run_trials(study: optuna.Study, run_trial: Any, objective: Objective, exp: E
                 # n_trials caps this process's --n-jobs threads too; the callback stops it early when other
                 # workers fill the budget, and a failed trial is made up by the next round of this loop.
                 run(n_trials=missing)
-            elif not _wait_for_running(study, exp, seen):
+            elif not _wait_for_running(study, tracker, exp, seen):
                 if study.user_attrs.get(STOP_ATTR) is not None:
                     study.set_user_attr(STOP_ATTR, None)  # a resumed study ran on: the old reason is stale
                 return Outcome()
     except KeyboardInterrupt as exc:
         name = getattr(exc, "signal_name", "SIGINT")
-        for number in objective.interrupted:
-            trial = study.get_trials(deepcopy=False)[number]
-            retries = exp.options.trial_retries
-            if trial.state == TrialState.FAIL and storage.retry_trial(study, trial, max_retry=retries):
-                _logger.warning("trial %d was interrupted: queued again, it runs first when the study resumes", number)
+        if exp.storage is not None:  # in memory, nothing is left to resume
+            _queue_interrupted(study, objective.interrupted, exp.options.trial_retries)
         return Outcome(signal=name)
+
+
+def _queue_interrupted(study: optuna.Study, numbers: Sequence[int], retries: int) -> None:
+    """Queue the interrupted trials ``numbers`` again (at most ``retries`` times each), saying what happened to each."""
+    for number in numbers:
+        trial = study.get_trials(deepcopy=False)[number]
+        if trial.state != TrialState.FAIL:
+            continue
+        if storage.retry_trial(study, trial, max_retry=retries):
+            _logger.warning("trial %d was interrupted: queued again, it runs first when the study resumes", number)
+        else:
+            _logger.warning(
+                "trial %d was interrupted: not queued again, its parameters ran %d times already (--trial-retries %d);"
+                " the study samples a new trial in its place when it resumes",
+                number, retries + 1, retries,
+            )  # fmt: skip
 
 
 def consecutive_failures(study: optuna.Study, limit: int) -> str | None:
@@ -203,7 +225,13 @@ def consecutive_failures(study: optuna.Study, limit: int) -> str | None:
 
 
 def n_counted(study: optuna.Study) -> int:
+    """Return the trials that count towards the budget: complete, pruned and running ones."""
     return len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
+
+
+def n_finished(study: optuna.Study) -> int:
+    """Return the trials that spent their place of the budget: complete and pruned ones."""
+    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
 def _freeze_survivors(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -354,20 +382,30 @@ def _patience_reason(
     return f"patience: {since} trial{'s' if since > 1 else ''} without improving trial {best.number}"
 
 
-def _wait_for_running(study: optuna.Study, exp: Experiment, seen: dict[int, float]) -> bool:
+def _wait_for_running(
+    study: optuna.Study, tracker: tracking.Tracker | None, exp: Experiment, seen: dict[int, float]
+) -> bool:
     """Wait for other workers' running trials; return False once none is left that could still fail.
 
-    ``seen`` maps a running trial to when this worker first saw it. A trial whose worker died is
-    failed within the grace period (plus the recovery interval); one still running after that
-    sends heartbeats (or none at all: a worker without them), so it is not waited for.
+    A trial of a live process on this machine is waited for until it ends: if its process dies (a
+    zombie counts as dead), it is failed and retried here. ``seen`` maps a running trial to when
+    this worker first saw it. A trial whose worker died elsewhere is failed within the grace period
+    (plus the recovery interval); one still running after that sends heartbeats (or none at all: a
+    worker without them), so it is not waited for.
     """
-    if _recover(study, None, exp):
+    if recover(study, tracker, exp):
+        return True
+    trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if any(storage.is_live_local(t.user_attrs.get(storage.WORKER_ATTR)) for t in trials):
+        # Another process of this machine runs a trial: if it dies (kill -9, out of memory), its trial is failed and
+        # retried here. Without this a journal study's worker would leave and nobody would finish that trial.
+        time.sleep(1)
         return True
     opts = exp.options
     if not storage.has_heartbeats(exp.storage, opts.heartbeat_interval):
         return False
     now = time.monotonic()
-    running = [seen.setdefault(t.number, now) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    running = [seen.setdefault(t.number, now) for t in trials]
     patience = (opts.grace_period or 2 * opts.heartbeat_interval) + 2 * opts.heartbeat_interval
     if all(now - since > patience for since in running):
         return False
@@ -375,7 +413,7 @@ def _wait_for_running(study: optuna.Study, exp: Experiment, seen: dict[int, floa
     return True
 
 
-def _recover(study: optuna.Study, tracker: tracking.Tracker | None, exp: Experiment) -> bool:
+def recover(study: optuna.Study, tracker: tracking.Tracker | None, exp: Experiment) -> bool:
     """Fail the trials of dead workers (retrying them) and close their MLflow runs; return True if any."""
     failed = storage.fail_dead_local_trials(study, exp.options.trial_retries)
     if storage.has_heartbeats(exp.storage, exp.options.heartbeat_interval):
@@ -386,12 +424,16 @@ def _recover(study: optuna.Study, tracker: tracking.Tracker | None, exp: Experim
     if failed and tracker is not None:
         tracker.close_stale_runs(study)
     for trial in failed:
-        _logger.warning("trial %d: its worker died (no heartbeat); failed and queued again", trial.number)
+        _logger.warning(
+            "trial %d failed: %s (queued again unless its --trial-retries are spent)",
+            trial.number,
+            trial.user_attrs.get("fail_reason", "its worker sent no heartbeat"),
+        )
     return bool(failed)
 
 
 class _Recovery:
-    """A daemon thread that calls :func:`_recover` every heartbeat interval while trials run.
+    """A daemon thread that calls :func:`recover` every heartbeat interval while trials run.
 
     Optuna fails a stale trial only when a worker starts its next trial; with long trials that
     can take many minutes. This thread fails it, queues its retry and closes its MLflow run as
@@ -407,7 +449,7 @@ class _Recovery:
     def _loop(self) -> None:
         while not self.stop.wait(self.interval):
             try:
-                _recover(self.study, self.tracker, self.exp)
+                recover(self.study, self.tracker, self.exp)
             except Exception as exc:  # noqa: BLE001 - a storage hiccup must not end the study
                 _logger.debug("recovery check failed: %s", storage.redact(str(exc)))
 
