@@ -17,6 +17,7 @@ from optuna.trial import TrialState, create_trial
 
 from zoo_ext import adapter, options, storage
 from zoo_ext.study._loop import (
+    _queue_interrupted,
     budget_steps_spent,
     consecutive_failures,
     env_steps_used,
@@ -264,3 +265,20 @@ def test_a_killed_workers_steps_count_on_resume(space_dir: Path) -> None:
     assert new.state == TrialState.COMPLETE and 512 <= new.user_attrs["env_steps"] < 1024
     reason = f"budget-steps: {used + new.user_attrs['env_steps']} of {used + 1} env steps used"
     assert study.user_attrs["stop_reason"] == reason and f"Study stopped early: {reason}" in proc.stdout
+
+
+def test_an_interrupted_trial_without_retries_left_is_said_not_dropped(caplog: pytest.LogCaptureFixture) -> None:
+    study = optuna.create_study()
+    distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    study.add_trial(create_trial(state=TrialState.FAIL, params={"x": 0.5}, distributions=distributions))
+    history = {"failed_trial": 0, "retry_history": [0]}  # trial 1 is trial 0's retry, interrupted again
+    study.add_trial(create_trial(state=TrialState.FAIL, params={"x": 0.5}, distributions=distributions,
+                                 system_attrs=history))  # fmt: skip
+    with caplog.at_level("WARNING", logger="zoo_ext.study"):
+        _queue_interrupted(study, [0, 1], retries=1)
+    assert [r.getMessage() for r in caplog.records if r.name == "zoo_ext.study"] == [
+        "trial 0 was interrupted: queued again, it runs first when the study resumes",
+        "trial 1 was interrupted: not queued again, its parameters ran 2 times already (--trial-retries 1);"
+        " the study samples a new trial in its place when it resumes",
+    ]
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL, TrialState.WAITING]
