@@ -165,7 +165,7 @@ def test_stop_options_from_the_command_line_and_yaml() -> None:
 def test_bad_target_value_exits_2(workdir: Path) -> None:
     proc = run([*STOCK, *optimize_args("a2c", "CartPole-v1"), "--target-value", "inf"], workdir, check=False)
     assert proc.returncode == 2
-    assert "zoo_ext: error: target_value must be a finite number, got inf" in proc.stderr
+    assert "zoo_ext: error: --target-value must be a finite number, got inf" in proc.stderr
     assert not (workdir / "study.log").exists()
 
 

@@ -193,3 +193,80 @@ def test_multiobjective_report_plots(tmp_path: Path) -> None:
         "optimization_history_n_params",
     ):
         assert {f"{plot}.html", f"{plot}.png"} <= names, names
+
+
+def test_trial_id_0_prints_one_seed_line_the_trials(tuned: Path) -> None:
+    recorded = load(tuned).trials[0].user_attrs["seed"]
+    proc = _retrain(tuned, "--algo", "a2c", "--study-name", "s", "--trial-id", "0", "-f", "seed0", check=True)
+    seed_lines = [line for line in (proc.stdout + proc.stderr).splitlines() if "Seed: " in line]
+    assert seed_lines == [f"Seed: {recorded}, the one trial 0 trained with (--seed overrides it)"], seed_lines
+    shutil.rmtree(tuned / "seed0")
+
+
+def test_mlflow_sync_with_mlflow_down_is_an_error_of_that_command(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=_journal(tmp_path / "down.log"), study_name="s", direction="maximize")
+    for key, value in {"zoo_config": {}, "algo": "a2c", "env_id": "CartPole-v1", "zoo_ext_uid": "u"}.items():
+        study.set_user_attr(key, value)
+    study.add_trial(optuna.create_trial(state=TrialState.COMPLETE, value=1.0))
+    sync = [*ZOO_EXT, "mlflow-sync", "--storage", "down.log", "--study-name", "s", "--mlflow-tracking-uri",
+            "http://127.0.0.1:9"]  # fmt: skip
+    proc = run(sync, tmp_path, check=False)
+    _fails(proc, "no run created for study 's'; run the same command again once MLflow works")
+    assert proc.stderr.startswith("zoo_ext: error: MLflow at http://127.0.0.1:9 is unavailable ("), proc.stderr
+    assert "goes on without tracking" not in proc.stderr and proc.stdout == ""
+
+
+def _main_exits(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """Run ``python -m zoo_ext *argv`` in this process; return its exit status, stdout and stderr."""
+    from zoo_ext import cli
+
+    with pytest.raises(SystemExit) as info:
+        cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return int(info.value.code or 0), out, err
+
+
+def test_list_algo_is_checked_and_matched_case_insensitively(capsys: pytest.CaptureFixture[str]) -> None:
+    from zoo_ext import adapter
+
+    algos = ", ".join(sorted(adapter.algo_classes()))
+    assert _main_exits(capsys, "list", "--algo", "foo") == (
+        2, "", f"zoo_ext: error: unknown --algo 'foo'. Valid choices: {algos}\n"
+    )  # fmt: skip
+    assert _main_exits(capsys, "list", "--algo", "pp") == (
+        2, "", f"zoo_ext: error: unknown --algo 'pp'. Did you mean 'ppo'? Valid choices: {algos}\n"
+    )  # fmt: skip
+    status, out, err = _main_exits(capsys, "list", "--algo", "PPO")
+    spaces = [line.split()[2:4] for line in out.splitlines() if line.startswith("search space")]
+    assert (status, err) == (0, "") and ["zoo", "[ppo]"] in spaces and ["conditional", "[ppo]"] in spaces, out
+    assert all(algos == "[ppo]" for _, algos in spaces), spaces
+
+
+@pytest.mark.parametrize(
+    ("command", "output", "message"),
+    [
+        ("report", "/proc/zoo_report", "cannot create the folder '/proc/zoo_report': No such file or directory"),
+        ("report", "/dev/null/report", "cannot create the folder '/dev/null/report': '/dev/null' is not a folder"),
+        ("export", "/dev/null/out.yml", "cannot create the folder '/dev/null': '/dev/null' is not a folder"),
+        ("export", "/proc/out.yml", "cannot write in the folder '/proc': No such file or directory"),
+    ],
+)
+def test_unwritable_output_exits_2_before_reading_the_study(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: str, output: str, message: str
+) -> None:
+    storage = str(tmp_path / "missing.log")  # never opened: the output is checked first
+    status, out, err = _main_exits(capsys, command, "--storage", storage, "--study-name", "s", "-o", output)
+    assert (status, out, err) == (2, "", f"zoo_ext: error: -o/--output {output!r}: {message}\n")
+    assert not any(tmp_path.iterdir())
+
+
+def test_help_texts_show_no_restructuredtext(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    texts = [run([*STOCK, "--help"], tmp_path).stdout]
+    for command in ("--help", "list --help", "export --help", "report --help", "mlflow-sync --help"):
+        status, out, _ = _main_exits(capsys, *command.split())
+        assert status == 0
+        texts.append(out)
+    assert "python -m zoo_ext: train (the stock zoo command" in texts[1]
+    assert "(zoo_ext: any name from 'python -m zoo_ext list')" in texts[0].replace("\n", " ").replace("  ", "")
+    for text in texts:
+        assert "`" not in text and ":class:" not in text and ":func:" not in text, text

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 import inspect
 import sys
+import types
+
+import pytest
 
 from zoo_ext import adapter, integration
 
@@ -67,3 +70,25 @@ def test_stock_help_lists_zoo_ext_options() -> None:
 
     out = subprocess.run([sys.executable, "-m", "rl_zoo3.train", "--help"], capture_output=True, text=True).stdout
     assert "--search-space" in out and "--sampler-kwargs" in out and "--hub-registry" in out
+
+
+def test_stock_seed_line_is_printed_once_and_true(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """rl_zoo3.train prints ``Seed: N`` before ``--trial-id`` can replace N: the line waits for the true seed."""
+    import rl_zoo3.train
+
+    assert 'print(f"Seed: {args.seed}")' in inspect.getsource(rl_zoo3.train.train), "rl_zoo3 changed its seed line"
+    module = types.ModuleType("train")
+    integration.patch_train_module(module)
+    stock_line = 'print(f"Seed: {3309232883}")'  # the stock call, run in the patched module's namespace
+    for argv in (["--algo", "a2c"], ["--trial-id", "0", "--seed", "5"]):  # the seed stays the stock one
+        monkeypatch.setattr(sys, "argv", ["train", *argv])
+        exec(stock_line, vars(module))
+        assert capsys.readouterr().out == "Seed: 3309232883\n"
+        assert not integration._print_seed_line(12, 0)  # nothing held back
+    monkeypatch.setattr(sys, "argv", ["train", "--trial-id", "0"])
+    exec(stock_line, vars(module))
+    assert capsys.readouterr().out == ""
+    assert integration._print_seed_line(12, 0)
+    assert capsys.readouterr().out == "Seed: 12, the one trial 0 trained with (--seed overrides it)\n"

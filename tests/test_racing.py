@@ -97,12 +97,12 @@ def test_racing_defaults_to_the_racing_pruner_unless_one_is_given() -> None:
 @pytest.mark.parametrize(
     ("given", "message"),
     [
-        ({"seed_racing": True}, "seed_racing races a trial's seeds: it needs n_seeds of at least 2, got 1"),
+        ({"seed_racing": True}, "--seed-racing races a trial's seeds: it needs --n-seeds of at least 2, got 1"),
         (
             {"seed_racing": True, "n_seeds": 3, "objectives": ["mean_reward", "n_params"]},
-            "seed_racing needs a single objective",
+            "--seed-racing needs a single objective",
         ),
-        ({"pruner": "racing", "n_seeds": 3}, "pruner 'racing' compares the seeds of trials: it needs seed_racing"),
+        ({"pruner": "racing", "n_seeds": 3}, "--pruner 'racing' compares the seeds of trials: it needs --seed-racing"),
     ],
 )
 def test_racing_without_what_it_needs_is_refused(given: dict[str, object], message: str) -> None:
@@ -124,7 +124,7 @@ def test_a_racing_study_is_not_resumed_without_racing() -> None:
 def test_stock_command_refuses_racing_one_seed_before_training(workdir: Path) -> None:
     proc = run([*STOCK, *optimize_args("a2c", "CartPole-v1"), "--seed-racing"], workdir, check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "zoo_ext: error: seed_racing races a trial's seeds: it needs n_seeds of at least 2, got 1" in proc.stderr
+    assert "zoo_ext: error: --seed-racing races a trial's seeds: it needs --n-seeds of at least 2, got 1" in proc.stderr
     assert not (workdir / "study.log").exists()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -154,3 +155,51 @@ def test_entry_point_replaces_a_builtin(
     if order == "entry point, then decorator":
         registry.register("tpe", plugin_sampler)
         assert registry.get("tpe") is plugin_sampler
+
+
+def test_threshold_pruner_without_bounds_lists_lower_and_upper() -> None:
+    with pytest.raises(FactoryError) as info:
+        create_pruner("threshold", {}, n_startup_trials=1, n_evaluations=2)
+    assert str(info.value) == (
+        "'threshold' cannot be built with no arguments: the threshold pruner needs --pruner-kwargs lower:VALUE and/or"
+        " upper:VALUE. It accepts: lower, upper, n_warmup_steps, interval_steps"
+    )
+
+
+def test_unknown_constructor_key_gets_a_did_you_mean_and_no_private_valid_key() -> None:
+    from stable_baselines3 import PPO
+
+    from zoo_ext.registry import accepted_keywords
+    from zoo_ext.spaces._probe import InvalidSearchSpaceError, accepted_kwargs, check_keys
+    from zoo_ext.study._create import _check_config_keys
+
+    assert "_init_setup_model" not in (accepted_kwargs(PPO) or ())
+    assert "_init_setup_model" not in (accepted_keywords(PPO) or ())
+    with pytest.raises(InvalidSearchSpaceError) as info:
+        check_keys({"learnin_rate": 0.1}, PPO, "mine")
+    assert str(info.value).startswith(
+        "search space 'mine' returned 'learnin_rate', which PPO does not accept. Did you mean 'learning_rate' for"
+        " 'learnin_rate'? Valid keys: batch_size, clip_range, "
+    )
+    exp = SimpleNamespace(algo_class=PPO, base_kwargs=lambda: {"policy": "MlpPolicy", "n_step": 8})
+    with pytest.raises(ValueError) as config:
+        _check_config_keys(exp)  # type: ignore[arg-type]
+    assert str(config.value).startswith(
+        "PPO takes no keyword argument 'n_step' (from the env's hyperparams or -params). Did you mean 'n_steps' for"
+        " 'n_step'? Valid keys: batch_size, "
+    )
+    for message in (str(info.value), str(config.value)):
+        assert "_init_setup_model" not in message and "env," not in message
+
+
+def test_descriptions_and_help_are_plain_text() -> None:
+    from zoo_ext.registry import plain_text
+
+    assert plain_text("waits ``patience`` (see :class:`~optuna.pruners.WilcoxonPruner`, :func:`a.f <a.f>`)") == (
+        "waits patience (see WilcoxonPruner, a.f)"
+    )
+    assert plain_text("see `python -m zoo_ext list` or :data:`zoo_ext.options.OPTIONS`") == (
+        "see 'python -m zoo_ext list' or zoo_ext.options.OPTIONS"
+    )
+    patient = next(e for e in PRUNERS.entries() if e.name == "patient")
+    assert patient.description == "Median pruning that waits patience (default 2) evaluations without progress."

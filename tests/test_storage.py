@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import shlex
 import socket
 import subprocess
 import sys
@@ -116,3 +117,16 @@ def test_retry_keeps_the_warm_start_mark_but_not_the_failed_runs_attributes() ->
     study.add_trial(optuna.create_trial(state=TrialState.FAIL, params={"x": 0.5}, distributions=distributions,
                                         system_attrs=retry.system_attrs))  # fmt: skip
     assert not storage.retry_trial(study, study.trials[2], max_retry=1)  # --trial-retries 1: once only
+
+
+def test_a_failed_trials_export_hint_is_a_copyable_command_naming_the_storage(tmp_path: Path) -> None:
+    study = optuna.create_study(study_name="my study")
+    study.add_trial(optuna.create_trial(state=TrialState.FAIL))
+    url = "postgresql://zoo:s3cret@db.example/optuna"
+    with pytest.raises(storage.StudyError) as error:
+        storage.finished_trial(study, 0, storage=url)
+    command = str(error.value).split("`")[1]
+    assert shlex.split(command) == ["python", "-m", "zoo_ext", "export", "--storage",
+                                    "postgresql://zoo:***@db.example/optuna", "--study-name", "my study", "--trial",
+                                    "0", "-o", "trial_0.yml", "--force"]  # fmt: skip
+    assert "s3cret" not in str(error.value)

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import shlex
 import signal
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
+import pytest
 from conftest import LR_SPACE, STOCK, load, run, start, study_args
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from zoo_ext.objectives import RunResult
+from zoo_ext.options import ZooOptions
+from zoo_ext.study._summary import summarize
 from zoo_ext.tracking import study_uid
 from zoo_ext.trial import step_offset
 
@@ -229,3 +234,30 @@ def _training(storage: JournalStorage, name: str) -> bool:
     except KeyError:
         return False
     return any("seed" in t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+def test_summary_counts_only_finished_trials(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A WAITING retry is in the study but not finished: the summary counts COMPLETE, PRUNED and FAIL only."""
+    study = optuna.create_study(direction="maximize")
+    for state in [TrialState.COMPLETE] * 2 + [TrialState.FAIL] * 4:
+        study.add_trial(optuna.trial.create_trial(state=state, value=1.0 if state == TrialState.COMPLETE else None))
+    study.enqueue_trial({})  # a retry, queued again
+    exp = SimpleNamespace(options=ZooOptions(), pruner_used="median", env_id="CartPole-v1", n_trials=7,
+                          n_timesteps=256, log_folder=str(tmp_path), algo="a2c", verbose=0,
+                          no_optim_plots=True)  # fmt: skip
+    summarize(study, exp)  # type: ignore[arg-type]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["Number of finished trials:  6", "Trial states:  COMPLETE=2, FAIL=4, WAITING=1"]
+
+
+def test_resume_hint_is_a_copyable_command_naming_the_real_storage(workdir: Path) -> None:
+    args = ["--algo", "a2c", "--env", "CartPole-v1", "-optimize", "-n", "256", "--n-trials", "1", "--n-evaluations",
+            "1", "--eval-episodes", "2", "--sampler", "random", "--pruner", "none", "--num-threads", "1",
+            "--storage", "my runs/study.log", "--study-name", "s 1", "--no-mlflow", "--no-optim-plots"]  # fmt: skip
+    out = run([*STOCK, *args], workdir).stdout
+    (line,) = [line for line in out.splitlines() if line.startswith("Study 's 1' in ")]
+    expected = "(or --storage 'my runs/study.log' --study-name 's 1') to resume it"
+    assert line == f"Study 's 1' in my runs/study.log: run the same command {expected}"
+    flags = shlex.split(line.split("(or ", 1)[1].removesuffix(") to resume it"))
+    assert flags == ["--storage", "my runs/study.log", "--study-name", "s 1"]
+    assert (workdir / "my runs" / "study.log").is_file()

@@ -27,6 +27,21 @@ def _train(argv: Sequence[str]) -> int:
     return 0
 
 
+def _algo_name(name: str) -> str:
+    """Return rl_zoo3's name of algorithm ``name`` (case-insensitive); exit with status 2 listing them if unknown."""
+    import difflib
+
+    from zoo_ext import adapter, options
+
+    algos = sorted(adapter.algo_classes())
+    by_lower = {algo.lower(): algo for algo in algos}
+    if name.lower() in by_lower:
+        return by_lower[name.lower()]
+    close = difflib.get_close_matches(name.lower(), algos, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    options.exit_with_error(options.OptionError(f"unknown --algo {name!r}.{hint} Valid choices: {', '.join(algos)}"))
+
+
 def _list(args: argparse.Namespace) -> int:
     from zoo_ext.objectives import OBJECTIVES
     from zoo_ext.presets import PRESETS
@@ -34,8 +49,9 @@ def _list(args: argparse.Namespace) -> int:
     from zoo_ext.samplers import SAMPLERS
     from zoo_ext.spaces import SEARCH_SPACES
 
+    algo = None if args.algo is None else _algo_name(args.algo)
     rows: list[tuple[str, str, str, str]] = []
-    for entry in SEARCH_SPACES.entries(args.algo):
+    for entry in SEARCH_SPACES.entries(algo):
         algos = ",".join(sorted(entry.algos)).replace("*", "all algos")
         rows.append(("search space", f"{entry.name} [{algos}]", entry.source, entry.description))
     registries = (("preset", PRESETS), ("sampler", SAMPLERS), ("pruner", PRUNERS), ("objective", OBJECTIVES))
@@ -79,17 +95,19 @@ def _export(args: argparse.Namespace) -> int:
     from zoo_ext import options, record, reports, storage
 
     try:
+        output = Path(args.output)
+        if output.is_dir():
+            raise options.OptionError(f"-o/--output {args.output!r} is a folder: give the YAML file to write")
+        options.check_writable_folder(output.parent, "-o/--output", value=args.output)
         study = storage.load_existing_study(args.storage, args.study_name, zoo_ext=True)
         number = args.trial if args.trial is not None else reports.pick(study, args.pick)
-        trial = storage.finished_trial(study, number, force=args.force)
+        trial = storage.finished_trial(study, number, storage=args.storage, force=args.force)
         if record.RECORD_ATTR not in trial.user_attrs:
             raise record.RecordError(f"trial {number} failed before its hyperparameters were recorded")
         attrs = study.user_attrs
         entry = record.merge(attrs["zoo_config"], record.trial_hyperparams(study, number, attrs["algo"]))
-    except ValueError as exc:  # StudyError, RecordError, a --pick that does not apply
+    except ValueError as exc:  # an unwritable -o, StudyError, RecordError, a --pick that does not apply
         options.exit_with_error(exc)
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     comment = _export_comment(study, trial, reports.objective_names(study))
     output.write_text(comment + yaml.safe_dump({attrs["env_id"]: entry}, sort_keys=True))
     state = "" if trial.state.name == "COMPLETE" else f" ({trial.state.name})"
@@ -101,12 +119,13 @@ def _export(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from zoo_ext import options, reports, storage
 
+    folder = Path(args.output or f"report_{args.study_name}")
     try:
+        options.check_writable_folder(folder, "-o/--output")
         study = storage.load_existing_study(args.storage, args.study_name)
-    except storage.StudyError as exc:
+    except (storage.StudyError, options.OptionError) as exc:
         options.exit_with_error(exc)
     print(reports.describe_best(study))
-    folder = Path(args.output or f"report_{study.study_name}")
     written = reports.write_report(study, folder)
     print(f"Wrote {len(written)} file(s) to {folder}: {', '.join(p.name for p in written)}")
     return 0
@@ -120,11 +139,16 @@ def _mlflow_sync(args: argparse.Namespace) -> int:
         tracker = tracking.sync_tracker(study, tracking_uri=args.mlflow_tracking_uri, experiment=args.mlflow_experiment)
     except storage.StudyError as exc:
         options.exit_with_error(exc)
+    retry = "run the same command again once MLflow works (or give the right --mlflow-tracking-uri)"
     if not tracker.enabled:
-        return 1
+        message = f"{tracker.failure}: no run created for study {args.study_name!r}; {retry}"
+        options.exit_with_error(RuntimeError(message))
     created = tracking.sync_study(study, tracker)
     tracker.close_stale_runs(study)
     tracker.end_study()
+    if not tracker.enabled:
+        done = f"{len(created)} run(s) created first (trials {created})" if created else "no run created"
+        options.exit_with_error(RuntimeError(f"{tracker.failure} during the sync: {done}; {retry}"))
     print(f"Created {len(created)} run(s) in experiment {tracker.experiment_name!r}: trials {created}")
     return 0
 
@@ -159,7 +183,9 @@ def _space_schema(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m zoo_ext", description=__doc__)
+    from zoo_ext.registry import plain_text
+
+    parser = argparse.ArgumentParser(prog="python -m zoo_ext", description=plain_text(__doc__ or ""))
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("train", help="python -m rl_zoo3.train with zoo_ext active (same flags)", add_help=False)
     listing = sub.add_parser("list", help="list search spaces, samplers and pruners")

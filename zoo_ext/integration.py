@@ -1,7 +1,7 @@
 """The integration with rl_zoo3: its patches, its parser and the facade over its experiment manager.
 
 zoo_ext plugs into the unchanged ``python -m rl_zoo3.train`` by patching three methods of
-rl_zoo3's ``ExperimentManager`` and the ``argparse`` reference of ``rl_zoo3.train`` (both
+rl_zoo3's ``ExperimentManager`` and the ``argparse`` (and ``print``) references of ``rl_zoo3.train`` (both
 obtained from :mod:`zoo_ext.adapter`, the one module importing rl_zoo3). Everything below this
 layer reads the experiment through :class:`ZooExperiment`, a facade over the manager's attributes
 that satisfies :class:`zoo_ext.experiment.Experiment`. ``PATCHED_METHODS`` and
@@ -82,12 +82,41 @@ def install() -> None:
 
 
 def patch_train_module(module: types.ModuleType) -> None:
-    """Make ``train()`` in ``module`` build zoo_ext's parser (rl_zoo3.train creates it inline)."""
+    """Make ``train()`` in ``module`` build zoo_ext's parser (rl_zoo3.train creates it inline) and print its seed once.
+
+    ``train()`` prints ``Seed: N`` before the manager exists; with ``--trial-id`` the seed becomes the
+    trial's, so :func:`_train_print` holds that line back and ``read_hyperparameters`` prints the true one.
+    """
     if getattr(module, "argparse", None) is argparse:
         shim = types.ModuleType("argparse")
         shim.__dict__.update(argparse.__dict__)
         shim.ArgumentParser = ZooArgumentParser  # type: ignore[attr-defined]
         module.argparse = shim  # type: ignore[attr-defined]
+    if "print" not in vars(module):
+        module.print = _train_print  # type: ignore[attr-defined]
+
+
+#: The stock ``Seed:`` line held back until ``read_hyperparameters`` knows the seed (``--trial-id``).
+_HELD_SEED_LINE: list[str] = []
+
+
+def _train_print(*values: Any, **kwargs: Any) -> None:
+    """``print`` as ``rl_zoo3.train`` sees it: its ``Seed: N`` line waits when ``--trial-id`` may replace the seed."""
+    text = values[0] if len(values) == 1 else None
+    if isinstance(text, str) and text.startswith("Seed: ") and trial_id_given() and not explicit_seed():
+        _HELD_SEED_LINE[:] = [text]
+        return
+    print(*values, **kwargs)
+
+
+def _print_seed_line(seed: int, trial_id: int | None) -> bool:
+    """Print the held ``Seed:`` line with the seed in use (``trial_id``: the trial's own); False if none was held."""
+    if not _HELD_SEED_LINE:
+        return False
+    _HELD_SEED_LINE.clear()
+    note = "" if trial_id is None else f", the one trial {trial_id} trained with (--seed overrides it)"
+    print(f"Seed: {seed}{note}")
+    return True
 
 
 class ZooArgumentParser(argparse.ArgumentParser):
@@ -99,7 +128,7 @@ class ZooArgumentParser(argparse.ArgumentParser):
         if args and args[-1] in ("--sampler", "--pruner"):
             kwargs.pop("choices", None)
             kwargs["default"] = None
-            kwargs["help"] = f"{kwargs.get('help', '')} (zoo_ext: any name from `python -m zoo_ext list`)"
+            kwargs["help"] = f"{kwargs.get('help', '')} (zoo_ext: any name from 'python -m zoo_ext list')"
         return super().add_argument(*args, **kwargs)
 
     def parse_known_args(  # type: ignore[override]
@@ -117,6 +146,7 @@ def _read_hyperparameters(self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     from zoo_ext import options, record, storage
 
     trial_id = self.trial_id
+    seeded_by: int | None = None  # the trial whose seed this run uses
     self.trial_id = None  # stock checks truthiness (ignores trial 0) and knows only zoo param names
     try:
         hyperparams, saved = _ORIGINALS["read_hyperparameters"](self)
@@ -125,7 +155,11 @@ def _read_hyperparameters(self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     block = hyperparams.pop(options.YAML_KEY, None)
     saved.pop(options.YAML_KEY, None)
     try:
-        self._zoo_ext_options = options.resolve(self.args, block, algo=self.algo)
+        self._zoo_ext_options = options.resolve(self.args, block, algo=self.algo, source=self.config)
+        # Before any training and before the study exists: a folder the run cannot write stops it here.
+        options.check_writable_folder(self.log_folder, "-f/--log-folder")
+        if self.optimization_log_path is not None:
+            options.check_writable_folder(self.optimization_log_path, "--optimization-log-path")
         if self.optimize_hyperparameters:
             from zoo_ext.study import resolve_study
 
@@ -142,7 +176,7 @@ def _read_hyperparameters(self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         self._zoo_ext_config = record.plain(dict(saved))
         if self.storage and self.study_name and trial_id is not None:
             tuned = storage.load_existing_study(self.storage, self.study_name, algo=self.algo)
-            trial = storage.finished_trial(tuned, trial_id)
+            trial = storage.finished_trial(tuned, trial_id, storage=self.storage)
             merged = record.merge(hyperparams, record.trial_hyperparams(tuned, trial_id, self.algo))
             hyperparams.clear()
             hyperparams.update(merged, **(self.custom_hyperparams or {}))
@@ -154,15 +188,22 @@ def _read_hyperparameters(self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
                 # The manager seeds the model and the envs with self.seed; args.yml records args.seed.
                 self.seed = self.args.seed = int(trial.user_attrs["seed"])
                 set_random_seed(self.seed)
-                _logger.info("Seed: %d, the one trial %d trained with (--seed overrides it)", self.seed, trial_id)
+                seeded_by = trial_id
     except (options.OptionError, record.RecordError, storage.StudyError, KeyError) as exc:
         options.exit_with_error(exc)
+    if not _print_seed_line(self.seed, seeded_by) and seeded_by is not None:  # the stock line was printed already
+        _logger.info("Seed: %d, the one trial %d trained with (--seed overrides it)", self.seed, seeded_by)
     return hyperparams, saved
 
 
 def explicit_seed() -> bool:
     """Return True if ``--seed`` is on the command line (rl_zoo3 replaces a missing one by a random seed)."""
     return any(arg == "--seed" or arg.startswith("--seed=") for arg in sys.argv[1:])
+
+
+def trial_id_given() -> bool:
+    """Return True if ``--trial-id`` is on the command line (the run may take that trial's seed)."""
+    return any(arg == "--trial-id" or arg.startswith("--trial-id=") for arg in sys.argv[1:])
 
 
 def _hyperparameters_optimization(self: Any) -> None:

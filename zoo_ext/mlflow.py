@@ -117,6 +117,28 @@ def _study_uid(study: optuna.Study) -> str:
     return uid
 
 
+def _storage_value(study: optuna.Study) -> str | None:
+    """Return the ``--storage`` value that opens ``study``'s storage again (for ``mlflow-sync``); None if none does.
+
+    A database gives its URL, a journal file its path (``mlflow-sync`` reads a journal ending in ``.log``), a gRPC
+    proxy ``grpc://host:port``; in memory, or another storage: None.
+    """
+    from optuna.storages import GrpcStorageProxy, JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    backend = study._storage
+    if isinstance(backend, JournalStorage):
+        log = getattr(backend, "_backend", None)
+        path = str(getattr(log, "_file_path", ""))
+        return path if isinstance(log, JournalFileBackend) and path.endswith(".log") else None
+    backend = getattr(backend, "_backend", backend)  # a database behind Optuna's cache
+    if isinstance(backend, RDBStorage):
+        return str(backend.url)
+    if isinstance(backend, GrpcStorageProxy):
+        return f"grpc://{getattr(backend, '_host', 'localhost')}:{getattr(backend, '_port', 13000)}"
+    return None
+
+
 def track(
     study: optuna.Study,
     objective: tracking.Objective,
@@ -174,7 +196,8 @@ def track(
         study.set_user_attr(tracking.TRACK_ATTR, settings)
     uid = _study_uid(study)
     tracker = tracking.Tracker(tracking_uri=tracking_uri, experiment=experiment, study_name=study.study_name,
-                               study_uid=uid, mapping=mapping, run_name=run_name)  # fmt: skip
+                               study_uid=uid, mapping=mapping, run_name=run_name,
+                               storage=_storage_value(study))  # fmt: skip
     # Two processes tracking a new study at the same moment may both have set an id; the stored one wins.
     tracker.study_uid = study.user_attrs.get(tracking.UID_ATTR, uid)
     params = {

@@ -16,15 +16,28 @@ YAML, which wins over the default::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import functools
 import math
+import stat
 import sys
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, NoReturn
 
-__all__ = ["OPTIONS", "YAML_KEY", "Option", "OptionError", "ZooOptions", "add_arguments", "resolve"]
+__all__ = [
+    "OPTIONS",
+    "YAML_KEY",
+    "Option",
+    "OptionError",
+    "ZooOptions",
+    "add_arguments",
+    "check_writable_folder",
+    "resolve",
+]
 
 YAML_KEY = "zoo_ext"
 
@@ -46,6 +59,9 @@ class Option:
     choices: tuple[str, ...] | None = None
     #: Defined by rl_zoo3's own parser (zoo_ext only widens its choices).
     stock: bool = False
+    #: Smallest valid value of an ``int`` option, and what that value means (said when a smaller one is refused).
+    minimum: int = 0
+    minimum_note: str = ""
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -79,7 +95,7 @@ OPTIONS: tuple[Option, ...] = (
         "Objective names (several: a multi-objective study); see `python -m zoo_ext list`",
         kind="list",
     ),
-    Option("n_seeds", "--n-seeds", 1, "Training runs (seeds) per trial", kind="int"),
+    Option("n_seeds", "--n-seeds", 1, "Training runs (seeds) per trial", kind="int", minimum=1),
     Option(
         "seed_racing",
         "--seed-racing",
@@ -89,11 +105,21 @@ OPTIONS: tuple[Option, ...] = (
         kind="flag",
     ),
     Option(
+        "no_clip_to_budget",
+        "--no-clip-to-budget",
+        False,
+        "Train every sampled value as it is, as stock rl_zoo3 does, even a rollout (n_steps x n_envs) or train_freq"
+        " longer than -n (default: clipped to fit -n, recorded in the trial's user attribute clipped)",
+        kind="flag",
+    ),
+    Option(
         "n_workers",
         "--n-workers",
         1,
         "Worker processes on this machine sharing the study (a journal file in the log folder without --storage)",
         kind="int",
+        minimum=1,
+        minimum_note="1: this process only",
     ),
     Option(
         "heartbeat_interval",
@@ -145,7 +171,15 @@ OPTIONS: tuple[Option, ...] = (
         "When the study ends, re-train the K best (Pareto-optimal) trials with fresh seeds",
         kind="int",
     ),
-    Option("eval_seeds", "--eval-seeds", 5, "Fresh seeds per re-evaluated trial", kind="int"),
+    Option(
+        "eval_seeds",
+        "--eval-seeds",
+        5,
+        "Fresh seeds per re-evaluated trial",
+        kind="int",
+        minimum=1,
+        minimum_note="fresh seeds per re-evaluated trial",
+    ),
     Option(
         "budget_steps",
         "--budget-steps",
@@ -224,6 +258,7 @@ class ZooOptions:
     objectives: tuple[str, ...] = _default("objectives")
     n_seeds: int = _default("n_seeds")
     seed_racing: bool = _default("seed_racing")
+    no_clip_to_budget: bool = _default("no_clip_to_budget")
     n_workers: int = _default("n_workers")
     heartbeat_interval: int = _default("heartbeat_interval")
     grace_period: int = _default("grace_period")
@@ -240,24 +275,27 @@ class ZooOptions:
 
 
 def add_arguments(parser: argparse.ArgumentParser, store_dict: type[argparse.Action]) -> None:
-    """Add zoo_ext's own flags to ``parser`` (stock flags it widens are already there)."""
+    """Add zoo_ext's own flags to ``parser`` (stock flags it widens are already there); help texts in plain text."""
+    from zoo_ext.registry import plain_text
+
     group = parser.add_argument_group("zoo_ext")
     store_dict = _with_quoting_hint(store_dict)
     for option in OPTIONS:
         if option.stock:
             continue
+        text = plain_text(option.help)
         if option.kind == "dict":
-            group.add_argument(option.flag, dest=option.dest, type=str, nargs="+", action=store_dict, help=option.help)
+            group.add_argument(option.flag, dest=option.dest, type=str, nargs="+", action=store_dict, help=text)
         elif option.kind == "flag":
-            group.add_argument(option.flag, dest=option.dest, action="store_true", default=None, help=option.help)
+            group.add_argument(option.flag, dest=option.dest, action="store_true", default=None, help=text)
         elif option.kind == "list":
-            group.add_argument(option.flag, dest=option.dest, type=str, nargs="+", default=None, help=option.help)
+            group.add_argument(option.flag, dest=option.dest, type=str, nargs="+", default=None, help=text)
         elif option.kind == "int":
-            group.add_argument(option.flag, dest=option.dest, type=int, default=None, help=option.help)
+            group.add_argument(option.flag, dest=option.dest, type=int, default=None, help=text)
         elif option.kind == "float":
-            group.add_argument(option.flag, dest=option.dest, type=float, default=None, help=option.help)
+            group.add_argument(option.flag, dest=option.dest, type=float, default=None, help=text)
         else:
-            group.add_argument(option.flag, dest=option.dest, type=str, default=None, help=option.help)
+            group.add_argument(option.flag, dest=option.dest, type=str, default=None, help=text)
 
 
 def _with_quoting_hint(store_dict: type[argparse.Action]) -> type[argparse.Action]:
@@ -290,26 +328,55 @@ def _with_quoting_hint(store_dict: type[argparse.Action]) -> type[argparse.Actio
     return QuotingStoreDict
 
 
-def resolve(args: argparse.Namespace, block: Any, *, algo: str) -> ZooOptions:
+class _Names:
+    """Names each option as the user gave it: its flag (command line), its YAML key (the block, or a preset)."""
+
+    def __init__(self, source: str | None) -> None:
+        #: Where a YAML value is: ``in the 'zoo_ext' block of FILE``.
+        self.block = f"in the {YAML_KEY!r} block" + (f" of {source}" if source else "")
+        self.preset: str | None = None
+        #: dest -> "cli", "yaml" or "preset"; a default has no entry.
+        self.origin: dict[str, str] = {}
+
+    def __call__(self, dest: str) -> str:
+        return dest if self.origin.get(dest) in ("yaml", "preset") else _BY_DEST[dest].flag
+
+    def error(self, message: str, *dests: str) -> OptionError:
+        """Return an :class:`OptionError` of ``message``, saying where the values of ``dests`` came from."""
+        origins = {self.origin.get(dest) for dest in dests}
+        if "yaml" in origins:
+            return OptionError(f"{message} ({self.block})")
+        if "preset" in origins:
+            return OptionError(f"{message} (set by preset {self.preset!r})")
+        return OptionError(message)
+
+
+def resolve(args: argparse.Namespace, block: Any, *, algo: str, source: str | None = None) -> ZooOptions:
     """Return the options of this run: command line, then the YAML block, then the preset, then defaults.
 
     Names are checked here, before any environment is built: an unknown search space, sampler
-    or pruner raises :class:`OptionError` with the valid choices.
+    or pruner raises :class:`OptionError` with the valid choices. An error names a value from the
+    command line by its flag (``--n-workers``), one from the block by its key and ``source``, the
+    hyperparams file (``n_workers ... (in the 'zoo_ext' block of conf.yml)``).
     """
+    names = _Names(source)
     if block is None:
         block = {}
     if not isinstance(block, Mapping):
-        raise OptionError(f"the {YAML_KEY!r} block of the hyperparams file must be a mapping, got {block!r}")
+        where = source or "the hyperparams file"
+        raise OptionError(f"the {YAML_KEY!r} block of {where} must be a mapping, got {block!r}")
     unknown = sorted(set(block) - set(_BY_DEST))
     if unknown:
-        raise OptionError(
-            f"unknown key(s) {', '.join(map(repr, unknown))} in the {YAML_KEY!r} block. "
-            f"Valid keys: {', '.join(sorted(_BY_DEST))}"
-        )
+        from zoo_ext.registry import did_you_mean
+
+        hint = did_you_mean(unknown, sorted(_BY_DEST))
+        valid = ", ".join(sorted(_BY_DEST))
+        raise OptionError(f"unknown key(s) {', '.join(map(repr, unknown))} {names.block}.{hint} Valid keys: {valid}")
     # Parsed by zoo_ext's parser: stock flags default to None when not given. Parsed by the stock
     # parser (activation through --gym-packages): a stock flag left at its stock default is "unset".
     zoo_parsed = hasattr(args, "search_space")
-    preset = _preset(getattr(args, "preset", None) or block.get("preset"), algo)
+    names.preset = getattr(args, "preset", None) or block.get("preset")
+    preset = _preset(names.preset, algo)
     values: dict[str, Any] = {}
     given: set[str] = set()
     for option in OPTIONS:
@@ -318,36 +385,15 @@ def resolve(args: argparse.Namespace, block: Any, *, algo: str) -> ZooOptions:
             cli = None
         if cli is not None or option.dest in block:
             given.add(option.dest)
+        if cli is not None:
+            names.origin[option.dest] = "cli"
+        elif option.dest in block:
+            names.origin[option.dest] = "yaml"
+        elif option.dest in preset:
+            names.origin[option.dest] = "preset"
         default = preset.get(option.dest, option.default)
         value = cli if cli is not None else block.get(option.dest, default)
-        if option.kind == "dict":
-            if not isinstance(value, Mapping):
-                raise OptionError(f"{option.dest} must be a mapping of keyword arguments, got {value!r}")
-            value = dict(value)
-        elif option.kind == "flag":
-            if not isinstance(value, bool):
-                raise OptionError(f"{option.dest} must be true or false, got {value!r}")
-        elif option.kind == "list":
-            value = [value] if isinstance(value, str) else value
-            if not value or not all(isinstance(item, str) for item in value):
-                raise OptionError(f"{option.dest} must be a list of names, got {value!r}")
-            value = tuple(value)
-        elif option.kind == "int":
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)  # YAML step counts are often written !!float 8e5, as rl_zoo3's n_timesteps
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise OptionError(f"{option.dest} must be a non-negative integer, got {value!r}")
-        elif option.kind == "float":
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-                raise OptionError(f"{option.dest} must be a number, got {value!r}")
-            if value is not None and not math.isfinite(value):
-                raise OptionError(f"{option.dest} must be a finite number, got {value!r}")
-            value = None if value is None else float(value)
-        elif value is not None and not isinstance(value, str):
-            raise OptionError(f"{option.dest} must be a string, got {value!r}")
-        elif option.choices is not None and value not in option.choices:
-            raise OptionError(f"{option.dest} must be one of {', '.join(option.choices)}, got {value!r}")
-        values[option.dest] = value
+        values[option.dest] = _checked(option, value, names)
     for name in ("sampler", "pruner"):  # a preset's kwargs belong to its own sampler/pruner
         if name in given and f"{name}_kwargs" not in given and values[name] != preset.get(name):
             values[f"{name}_kwargs"] = {}
@@ -356,23 +402,62 @@ def resolve(args: argparse.Namespace, block: Any, *, algo: str) -> ZooOptions:
         if "pruner_kwargs" not in given:
             values["pruner_kwargs"] = {}
     options = ZooOptions(**values)
-    if options.n_seeds < 1:
-        raise OptionError("n_seeds must be at least 1")
-    if options.n_workers < 1:
-        raise OptionError(f"n_workers must be at least 1 (1: this process only), not {options.n_workers}")
-    if options.eval_seeds < 1:
-        raise OptionError(
-            f"eval_seeds must be at least 1 (fresh seeds per re-evaluated trial), not {options.eval_seeds}"
-        )
     if 0 < options.grace_period < options.heartbeat_interval:
-        raise OptionError(
-            f"grace_period ({options.grace_period} s) must be at least heartbeat_interval "
+        raise names.error(
+            f"{names('grace_period')} ({options.grace_period} s) must be at least {names('heartbeat_interval')} "
             f"({options.heartbeat_interval} s): a trial silent for the grace period is failed, so a shorter one "
-            "fails live trials between two heartbeats (0: twice the interval)"
+            "fails live trials between two heartbeats (0: twice the interval)",
+            "grace_period",
+            "heartbeat_interval",
         )
-    _check_racing(options)
-    check(options, algo=algo)
+    _check_racing(options, names)
+    check(options, algo=algo, names=names)
     return options
+
+
+def _checked(option: Option, value: Any, names: _Names) -> Any:
+    """Return ``value`` converted to ``option``'s kind; raise :class:`OptionError` naming it if it does not fit."""
+    name = names(option.dest)
+
+    def error(message: str) -> OptionError:
+        return names.error(f"{name} {message}", option.dest)
+
+    if option.kind == "dict":
+        if not isinstance(value, Mapping):
+            raise error(f"must be a mapping of keyword arguments, got {value!r}")
+        return dict(value)
+    if option.kind == "flag":
+        if not isinstance(value, bool):
+            raise error(f"must be true or false, got {value!r}")
+        return value
+    if option.kind == "list":
+        value = [value] if isinstance(value, str) else value
+        if not value or not all(isinstance(item, str) for item in value):
+            raise error(f"must be a list of names, got {value!r}")
+        return tuple(value)
+    if option.kind == "int":
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # YAML step counts are often written !!float 8e5, as rl_zoo3's n_timesteps
+        integer = isinstance(value, int) and not isinstance(value, bool)
+        if option.minimum <= 0 and (not integer or value < 0):
+            raise error(f"must be a non-negative integer, got {value!r}")
+        note = f" ({option.minimum_note})" if option.minimum_note else ""
+        if not integer:
+            raise error(f"must be an integer of at least {option.minimum}{note}, got {value!r}")
+        if value < option.minimum:  # the same message for 0 and -1
+            raise error(f"must be at least {option.minimum}{note}, not {value}")
+        return value
+    if option.kind == "float":
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise error(f"must be a number, got {value!r}")
+        if value is not None and not math.isfinite(value):
+            raise error(f"must be a finite number, got {value!r}")
+        return None if value is None else float(value)
+    if value is not None and not isinstance(value, str):
+        raise error(f"must be a string, got {value!r}")
+    if option.choices is not None and value not in option.choices:
+        raise error(f"must be one of {', '.join(option.choices)}, got {value!r}")
+    return value
 
 
 def _preset(name: Any, algo: str) -> dict[str, Any]:
@@ -394,20 +479,27 @@ def _preset(name: Any, algo: str) -> dict[str, Any]:
     return values
 
 
-def _check_racing(options: ZooOptions) -> None:
+def _check_racing(options: ZooOptions, names: _Names) -> None:
     """Raise :class:`OptionError` if seed racing is asked for without seeds to race, or the racing pruner without it."""
+    racing, n_seeds, pruner = names("seed_racing"), names("n_seeds"), names("pruner")
     if options.seed_racing and options.n_seeds < 2:
-        raise OptionError(f"seed_racing races a trial's seeds: it needs n_seeds of at least 2, got {options.n_seeds}")
+        raise names.error(
+            f"{racing} races a trial's seeds: it needs {n_seeds} of at least 2, got {options.n_seeds}",
+            "seed_racing",
+            "n_seeds",
+        )
     if options.seed_racing and len(options.objectives) > 1:
-        raise OptionError(
-            f"seed_racing needs a single objective (Optuna cannot prune a multi-objective study), got "
-            f"{', '.join(options.objectives)}"
+        raise names.error(
+            f"{racing} needs a single objective (Optuna cannot prune a multi-objective study), got "
+            f"{', '.join(options.objectives)}",
+            "seed_racing",
+            "objectives",
         )
     if options.pruner == "racing" and not options.seed_racing:
-        raise OptionError("pruner 'racing' compares the seeds of trials: it needs seed_racing (--seed-racing)")
+        raise names.error(f"{pruner} 'racing' compares the seeds of trials: it needs {racing}", "pruner", "seed_racing")
 
 
-def check(options: ZooOptions, *, algo: str) -> None:
+def check(options: ZooOptions, *, algo: str, names: _Names | None = None) -> None:
     """Raise :class:`OptionError` if a name in ``options`` does not resolve or an objective is unusable."""
     from zoo_ext.hub import HubError
     from zoo_ext.objectives import ObjectiveError, resolve_objectives
@@ -417,13 +509,17 @@ def check(options: ZooOptions, *, algo: str) -> None:
     from zoo_ext.spaces import SEARCH_SPACES
     from zoo_ext.spaces._probe import InvalidSearchSpaceError
 
-    try:
-        SEARCH_SPACES.check(options.search_space, algo)
-        check_sampler_name(options.sampler)
-        check_pruner_name(options.pruner)
-        resolve_objectives(options.objectives)
-    except (UnknownNameError, DottedPathError, InvalidSearchSpaceError, HubError, ObjectiveError) as exc:
-        raise OptionError(str(exc)) from exc
+    checks: dict[str, Callable[[], object]] = {
+        "search_space": lambda: SEARCH_SPACES.check(options.search_space, algo),
+        "sampler": lambda: check_sampler_name(options.sampler),
+        "pruner": lambda: check_pruner_name(options.pruner),
+        "objectives": lambda: resolve_objectives(options.objectives),
+    }
+    for dest, run in checks.items():
+        try:
+            run()
+        except (UnknownNameError, DottedPathError, InvalidSearchSpaceError, HubError, ObjectiveError) as exc:
+            raise (OptionError(str(exc)) if names is None else names.error(str(exc), dest)) from exc
 
 
 def as_dict(options: ZooOptions) -> dict[str, Any]:
@@ -431,6 +527,54 @@ def as_dict(options: ZooOptions) -> dict[str, Any]:
     from zoo_ext.storage import redact_all
 
     return {f.name: redact_all(getattr(options, f.name)) for f in fields(options)}
+
+
+def check_writable_folder(folder: str | Path, flag: str, *, value: str | None = None) -> None:
+    """Raise :class:`OptionError` unless ``folder`` can be created (``mkdir -p``) and a file written in it.
+
+    Tried, not read from permission bits: root writes in a ``chmod 555`` folder anyway, while nobody
+    writes under ``/proc``, under a regular file or on a read-only mount. ``value``: the flag's value
+    when it names a file in ``folder`` (default: ``folder``). Leaves nothing behind: the folders it
+    made are removed again (the run makes them when it writes).
+    """
+    path = Path(folder)
+    subject = f"{flag} {str(folder) if value is None else value!r}"
+    missing = [p for p in (path, *path.parents) if _missing(p)]  # deepest first
+    try:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            blocking = next((p for p in (path, *path.parents) if _not_a_folder(p)), None)
+            reason = f"{str(blocking)!r} is not a folder" if blocking is not None else exc.strerror
+            raise OptionError(f"{subject}: cannot create the folder {str(path)!r}: {reason or exc}") from exc
+        try:
+            with tempfile.NamedTemporaryFile(dir=path, prefix=".zoo_ext-write-check-"):
+                pass
+        except OSError as exc:
+            raise OptionError(f"{subject}: cannot write in the folder {str(path)!r}: {exc.strerror or exc}") from exc
+    finally:
+        for made in missing:
+            with contextlib.suppress(OSError):
+                made.rmdir()
+
+
+def _missing(path: Path) -> bool:
+    """Return True only if ``path`` surely does not exist (a path it cannot look at counts as existing)."""
+    try:
+        path.stat()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _not_a_folder(path: Path) -> bool:
+    """Return True if ``path`` exists and is no folder (a regular file, a device such as /dev/null)."""
+    try:
+        return not stat.S_ISDIR(path.stat().st_mode)
+    except OSError:
+        return False
 
 
 def exit_with_error(exc: Exception) -> NoReturn:

@@ -195,6 +195,7 @@ def create_pruner(
         factory = load_hub_class(name, BasePruner, kind="pruner", hub_registry=hub_registry)
     else:
         factory = PRUNERS.get(name)
-    check_kwargs(name, kwargs_target(factory, _OPTUNA_CLASSES, "optuna.pruners"), kwargs)
+    target = kwargs_target(factory, _OPTUNA_CLASSES, "optuna.pruners")
+    check_kwargs(name, target, kwargs)
     context = {"n_startup_trials": n_startup_trials, "n_evaluations": n_evaluations}
-    return build(factory, name, context, kwargs)
+    return build(factory, name, context, kwargs, target=target)

@@ -30,8 +30,11 @@ __all__ = [
     "Registry",
     "FactoryError",
     "UnknownNameError",
+    "accepted_keywords",
     "build",
     "check_kwargs",
+    "did_you_mean",
+    "plain_text",
     "DOTTED_PATH",
     "import_dotted",
     "is_dotted_path",
@@ -72,11 +75,20 @@ class FactoryError(TypeError):
     """Raised when a factory rejects the keyword arguments it was given."""
 
 
-def build(factory: Callable[..., T], name: str, context: dict[str, Any], kwargs: dict[str, Any]) -> T:
+def build(
+    factory: Callable[..., T],
+    name: str,
+    context: dict[str, Any],
+    kwargs: dict[str, Any],
+    *,
+    target: Callable[..., Any] | None = None,
+) -> T:
     """Call ``factory`` with user ``kwargs`` plus the ``context`` values its signature names.
 
     This lets a plain class such as ``optuna.samplers.TPESampler`` receive ``seed`` and
-    ``n_startup_trials`` while a factory that does not declare them never sees them.
+    ``n_startup_trials`` while a factory that does not declare them never sees them. If the
+    factory refuses them, the error lists what ``target`` (what receives ``kwargs``, default
+    ``factory``) accepts.
     """
     try:
         params = inspect.signature(factory).parameters
@@ -87,11 +99,36 @@ def build(factory: Callable[..., T], name: str, context: dict[str, Any], kwargs:
     try:
         return factory(**call_kwargs)
     except TypeError as exc:
-        accepted = [p for p, v in params.items() if v.kind in (v.KEYWORD_ONLY, v.POSITIONAL_OR_KEYWORD)]
+        accepted = accepted_keywords(factory if target is None else target) or []
         raise FactoryError(
             f"{name!r} cannot be built with {sorted(kwargs) or 'no arguments'}: {exc}."
             f" It accepts: {', '.join(accepted) or 'nothing'}"
         ) from exc
+
+
+def accepted_keywords(target: Callable[..., Any]) -> list[str] | None:
+    """Return the public keyword arguments ``target`` takes, in order (None: ``**kwargs`` or no readable signature).
+
+    A private parameter (``_init_setup_model``) is left out: it is no setting for a user.
+    """
+    try:
+        params = list(inspect.signature(target).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    keywords = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in params if p.kind in keywords and not p.name.startswith("_")]
+
+
+def did_you_mean(unknown: Iterable[str], valid: Iterable[str]) -> str:
+    """Return `` Did you mean 'b' for 'a'?`` for each unknown key with a close valid one ("" if none)."""
+    choices = list(valid)
+    return "".join(
+        f" Did you mean {close[0]!r} for {key!r}?"
+        for key in unknown
+        if (close := difflib.get_close_matches(key, choices, n=1))
+    )
 
 
 def check_kwargs(name: str, target: Callable[..., Any], kwargs: dict[str, Any]) -> None:
@@ -100,24 +137,16 @@ def check_kwargs(name: str, target: Callable[..., Any], kwargs: dict[str, Any]) 
     ``target`` is what finally receives the user's keyword arguments (for a factory wrapping an
     Optuna class, the class). A target with ``**kwargs`` or no readable signature takes any key.
     """
-    try:
-        params = list(inspect.signature(target).parameters.values())
-    except (TypeError, ValueError):
+    accepted = accepted_keywords(target)
+    if accepted is None:
         return
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return
-    accepted = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
     unknown = sorted(set(kwargs) - set(accepted))
     if not unknown:
         return
-    hints = "".join(
-        f" Did you mean {close[0]!r} for {key!r}?"
-        for key in unknown
-        if (close := difflib.get_close_matches(key, accepted, n=1))
-    )
     raise FactoryError(
         f"{name!r} cannot be built with {unknown}: {getattr(target, '__qualname__', target)} takes no keyword "
-        f"argument {', '.join(map(repr, unknown))}.{hints} It accepts: {', '.join(accepted) or 'nothing'}"
+        f"argument {', '.join(map(repr, unknown))}.{did_you_mean(unknown, accepted)} It accepts: "
+        f"{', '.join(accepted) or 'nothing'}"
     )
 
 
@@ -184,10 +213,26 @@ class Entry(Generic[T]):
 
 
 def first_doc_line(obj: Any) -> str:
-    """Return the first line of ``obj``'s docstring, or an empty string."""
+    """Return the first line of ``obj``'s docstring as plain text (see :func:`plain_text`), or an empty string."""
     doc = getattr(obj, "__doc__", None) or ""
     lines = [line.strip() for line in doc.strip().splitlines()]
-    return lines[0] if lines else ""
+    return plain_text(lines[0]) if lines else ""
+
+
+#: A role (``:class:`~a.B```, ``:func:`f <a.f>```): group 1 is the tilde (show the last part), group 2 the target.
+_RST_ROLE = re.compile(r":(?:[\w-]+:)+`(~?)([^`<]*?)(?:\s*<[^`>]*>)?`")
+_RST_LITERAL = re.compile(r"``(.+?)``")
+_RST_INTERPRETED = re.compile(r"(?<![\w`])`([^`]+)`(?![\w`])")
+
+
+def plain_text(text: str) -> str:
+    """Return ``text`` (a docstring line, a help string) without reStructuredText markup, for a terminal.
+
+    A role keeps its target (after a tilde, its last part), a literal its text; single back-quotes become quotes.
+    """
+    text = _RST_ROLE.sub(lambda m: m.group(2).rpartition(".")[2] if m.group(1) else m.group(2), text)
+    text = _RST_LITERAL.sub(r"\1", text)
+    return _RST_INTERPRETED.sub(r"'\1'", text)
 
 
 class Registry(Generic[T]):

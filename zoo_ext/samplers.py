@@ -256,7 +256,8 @@ def create_sampler(
     listing the keyword arguments it takes (for a built-in, those of its Optuna class).
     """
     factory = _hub_factory(name, hub_registry) if name.startswith(HUB_PREFIX) else SAMPLERS.get(name)
-    check_kwargs(name, kwargs_target(factory, _OPTUNA_CLASSES, "optuna.samplers"), kwargs)
+    target = kwargs_target(factory, _OPTUNA_CLASSES, "optuna.samplers")
+    check_kwargs(name, target, kwargs)
     context = {
         "seed": seed,
         "n_startup_trials": n_startup_trials,
@@ -264,4 +265,4 @@ def create_sampler(
         "space": space,
         "hub_registry": hub_registry,
     }
-    return build(factory, name, context, kwargs)
+    return build(factory, name, context, kwargs, target=target)

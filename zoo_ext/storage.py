@@ -251,10 +251,11 @@ def load_existing_study(
     return study
 
 
-def finished_trial(study: optuna.Study, number: int, *, force: bool = False) -> FrozenTrial:
+def finished_trial(study: optuna.Study, number: int, *, storage: str, force: bool = False) -> FrozenTrial:
     """Return trial ``number`` of ``study`` if it trained (COMPLETE or PRUNED); raise :class:`StudyError` otherwise.
 
-    A FAIL or RUNNING trial did not train to the end; ``force`` accepts it all the same.
+    A FAIL or RUNNING trial did not train to the end; ``force`` accepts it all the same, and the
+    message prints the ``export --force`` command (``storage``: the ``--storage`` the study is in).
     """
     from optuna.trial import TrialState
 
@@ -269,9 +270,17 @@ def finished_trial(study: optuna.Study, number: int, *, force: bool = False) -> 
         reason = f" ({trial.user_attrs['fail_reason']})" if "fail_reason" in trial.user_attrs else ""
         raise StudyError(
             f"trial {number} of study {study.study_name!r} is {trial.state.name}{reason}: it did not train to the end."
-            f" `python -m zoo_ext export --trial {number} --force` writes its hyperparameters all the same"
+            f" `{_export_command(study.study_name, number, storage)}` writes its hyperparameters all the same"
         )
     return trial
+
+
+def _export_command(study_name: str, number: int, storage: str) -> str:
+    """Return the shell-quoted ``export --force`` command of trial ``number`` (the storage's password redacted)."""
+    import shlex
+
+    command = ["python", "-m", "zoo_ext", "export", "--storage", redact(storage), "--study-name", study_name]
+    return shlex.join([*command, "--trial", str(number), "-o", f"trial_{number}.yml", "--force"])
 
 
 #: ``/proc/PID/stat`` states of a process that has ended: a zombie (its parent has not read its exit status) or dead.

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shlex
+import time
 from pathlib import Path
 from typing import Any
 
@@ -147,7 +149,7 @@ def test_start_up_errors_leave_the_study_untracked_with_one_warning(uri: str, ca
             study.optimize(tracked, n_trials=2)
         assert not tracker.enabled and [t.state.name for t in study.trials] == ["COMPLETE", "COMPLETE"]
         (warning,) = _warnings(caplog)
-        assert "without tracking" in warning and "python -m zoo_ext mlflow-sync" in warning
+        assert "without tracking" in warning and "in memory (no --storage): nothing can log it later" in warning
 
 
 def _raise(exc: BaseException) -> Any:
@@ -223,3 +225,43 @@ def test_the_study_progress_never_fails_a_trial(uri: str, caplog: pytest.LogCapt
     assert [m for m in _warnings(caplog) if m.startswith("MLflow: log_batch failed")]
     runs = _trial_runs(uri, "deleted-parent")
     assert [runs[n].info.status for n in range(3)] == ["FINISHED"] * 3
+
+
+def _sync_command(message: str) -> list[str]:
+    """Return the ``mlflow-sync`` command quoted in backticks in ``message``, split as a shell would."""
+    command = message.split("`")[1]
+    assert command.startswith("python -m zoo_ext mlflow-sync "), message
+    return shlex.split(command)
+
+
+def test_sync_hints_are_copyable_and_name_the_real_storage(caplog: pytest.LogCaptureFixture) -> None:
+    down = "http://127.0.0.1:9"  # nothing listens there
+    cases = {  # --storage value given to the tracker -> the one the printed command must hold
+        "my runs/study.log": "my runs/study.log",
+        "postgresql://zoo:s3cr3t-Pw@127.0.0.1:9/optuna": "postgresql://zoo:***@127.0.0.1:9/optuna",
+    }
+    for given, shown in cases.items():
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="zoo_ext.tracking"):
+            tracker = tracking.Tracker(tracking_uri=down, experiment="my exp", study_name="my study", study_uid="u",
+                                       storage=given)  # fmt: skip
+        (warning,) = _warnings(caplog)
+        assert not tracker.enabled and "s3cr3t-Pw" not in warning
+        expected = ["--storage", shown, "--study-name", "my study", "--mlflow-tracking-uri", down]
+        assert _sync_command(warning)[4:] == [*expected, "--mlflow-experiment", "my exp"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="zoo_ext.tracking"):
+        tracking.Tracker(tracking_uri=down, experiment="e", study_name="s", study_uid="u")  # in memory: no command
+    (warning,) = _warnings(caplog)
+    assert "nothing can log it later" in warning and "mlflow-sync" not in warning
+
+    # Updates still queued when the study ends: the same command, to log the finished trials.
+    tracker = tracking.Tracker(tracking_uri=down, experiment="e", study_name="s", study_uid="u",
+                               background=True, storage="my runs/study.log")  # fmt: skip
+    tracker.submit(time.sleep, 1.0)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="zoo_ext.tracking"):
+        assert not tracker.flush(timeout=0.05)
+    (warning,) = [m for m in _warnings(caplog) if "not sent" in m]
+    assert _sync_command(warning)[4:8] == ["--storage", "my runs/study.log", "--study-name", "s"]
+    tracker.flush()

@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import re
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -324,3 +325,21 @@ def test_sync_refuses_a_plain_study_never_tracked(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith("zoo_ext: error: study 'plain' was not created by zoo_ext")
     assert "zoo_ext.mlflow.track" in proc.stderr
+
+
+def test_track_names_the_studys_own_storage_in_its_sync_hint(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """MLflow down: the warning's ``mlflow-sync`` command opens the tracked study's storage, whatever it is."""
+    journal = str(tmp_path / "my runs.log")
+    database = f"sqlite:///{tmp_path / 'my study.db'}"
+    for storage, shown in ((_journal(Path(journal)), journal), (database, database), (None, None)):
+        study = optuna.create_study(study_name="quad", storage=storage)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="zoo_ext.tracking"):
+            track(study, lambda t: t.suggest_float("x", 0, 1), tracking_uri=f"http://127.0.0.1:{free_port()}")
+        (warning,) = [r.getMessage() for r in caplog.records if r.name == "zoo_ext.tracking"]
+        if shown is None:
+            assert "in memory" in warning and "mlflow-sync" not in warning
+            continue
+        command = shlex.split(warning.split("`")[1])
+        assert command[:6] == ["python", "-m", "zoo_ext", "mlflow-sync", "--storage", shown], command
+        assert command[6:8] == ["--study-name", "quad"]

@@ -12,6 +12,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
+from zoo_ext.registry import did_you_mean
 from zoo_ext.storage import quiet_optuna
 
 if TYPE_CHECKING:
@@ -31,15 +32,18 @@ class InvalidSearchSpaceError(ValueError):
 
 
 def accepted_kwargs(algo_class: type) -> frozenset[str] | None:
-    """Return the keyword arguments ``algo_class`` accepts (None when it takes ``**kwargs``)."""
+    """Return the keyword arguments ``algo_class`` accepts (None when it takes ``**kwargs``).
+
+    ``env`` and private parameters (``_init_setup_model``) are left out: a search space sets neither.
+    """
     params = inspect.signature(algo_class).parameters.values()
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
-    return frozenset(p.name for p in params if p.name != "env")
+    return frozenset(p.name for p in params if p.name != "env" and not p.name.startswith("_"))
 
 
 def check_keys(keys: Iterable[str], algo_class: type, space_name: str) -> None:
-    """Raise :class:`InvalidSearchSpaceError` naming any key ``algo_class`` does not accept."""
+    """Raise :class:`InvalidSearchSpaceError` naming any key ``algo_class`` does not accept, and the closest valid."""
     valid = accepted_kwargs(algo_class)
     if valid is None:
         return
@@ -47,7 +51,8 @@ def check_keys(keys: Iterable[str], algo_class: type, space_name: str) -> None:
     if unknown:
         raise InvalidSearchSpaceError(
             f"search space {space_name!r} returned {', '.join(map(repr, unknown))}, which "
-            f"{algo_class.__name__} does not accept. Valid keys: {', '.join(sorted(valid))}"
+            f"{algo_class.__name__} does not accept.{did_you_mean(unknown, sorted(valid))}"
+            f" Valid keys: {', '.join(sorted(valid))}"
         )
 
 

@@ -84,6 +84,7 @@ from __future__ import annotations
 
 import ast
 import copy
+import difflib
 import keyword
 import logging
 import math
@@ -457,10 +458,12 @@ class _Parser:
                 raise self.fail(key, f"destination {value!r}: {part!r} is not a valid keyword argument name")
         valid = accepted_kwargs(self.algo_class) if self.algo_class is not None else None
         if valid is not None and parts[0] not in valid:
+            close = difflib.get_close_matches(parts[0], sorted(valid), n=1)
+            hint = f" did you mean {close[0]!r}?" if close else ""
             raise self.fail(
                 key,
                 f"{parts[0]!r} is a key the algorithm does not accept ({self.algo_class.__name__});"  # type: ignore[union-attr]
-                f" valid keys: {', '.join(sorted(valid))}",
+                f"{hint} valid keys: {', '.join(sorted(valid))}",
             )
         return parts
 

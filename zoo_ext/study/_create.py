@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import shlex
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -14,10 +15,10 @@ import yaml
 from zoo_ext import adapter, options, storage, tracking, workers
 from zoo_ext.objectives import resolve_objectives
 from zoo_ext.pruners import create_pruner
-from zoo_ext.registry import DottedPathError, FactoryError, UnknownNameError
+from zoo_ext.registry import DottedPathError, FactoryError, UnknownNameError, did_you_mean
 from zoo_ext.samplers import HubError, create_sampler
 from zoo_ext.spaces import SEARCH_SPACES, SearchSpace
-from zoo_ext.spaces._probe import InvalidSearchSpaceError, SpaceInfo, probe_space
+from zoo_ext.spaces._probe import InvalidSearchSpaceError, SpaceInfo, accepted_kwargs, probe_space
 from zoo_ext.spaces._warm import warm_start
 from zoo_ext.study._resume import (
     FINGERPRINT_ATTR,
@@ -45,6 +46,7 @@ def create_study(exp: Experiment) -> tuple[optuna.Study, Objective]:
     try:
         objectives = resolve_objectives(opts.objectives)
         directions = [o.direction for o in objectives]
+        _check_config_keys(exp)
         space = SEARCH_SPACES.get(opts.search_space, exp.algo)
         info = _probe(exp, space, opts.search_space)
         make_sampler = functools.partial(
@@ -118,10 +120,9 @@ def create_study(exp: Experiment) -> tuple[optuna.Study, Objective]:
     if opts.warm_start and created:
         _enqueue_warm_start(study, exp, info.distributions)
     if exp.storage is not None and not workers.is_worker():
-        print(
-            f"Study {study.study_name!r} in {storage.redact(exp.storage)}: run the same command "
-            f"(or --storage {storage.redact(exp.storage)} --study-name {study.study_name}) to resume it"
-        )
+        where = storage.redact(exp.storage)
+        flags = shlex.join(["--storage", where, "--study-name", study.study_name])
+        print(f"Study {study.study_name!r} in {where}: run the same command (or {flags}) to resume it")
     if "command" not in study.user_attrs:
         study.set_user_attr("command", storage.redact(" ".join(sys.orig_argv)))
         study.set_user_attr("algo", exp.algo)
@@ -143,6 +144,21 @@ def create_study(exp: Experiment) -> tuple[optuna.Study, Objective]:
         seed_racing=opts.seed_racing,
     )
     return study, objective
+
+
+def _check_config_keys(exp: Experiment) -> None:
+    """Raise :class:`~zoo_ext.options.OptionError` for a key of the env's config the algorithm's constructor refuses.
+
+    Else every probe build and every trial would fail on it, blamed on the search space.
+    """
+    valid = accepted_kwargs(exp.algo_class)
+    unknown = [] if valid is None else sorted(set(exp.base_kwargs()) - valid)
+    if valid is None or not unknown:
+        return
+    raise options.OptionError(
+        f"{exp.algo_class.__name__} takes no keyword argument {', '.join(map(repr, unknown))} (from the env's"
+        f" hyperparams or -params).{did_you_mean(unknown, sorted(valid))} Valid keys: {', '.join(sorted(valid))}"
+    )
 
 
 def _probe(exp: Experiment, space: SearchSpace, space_name: str) -> SpaceInfo:
@@ -228,6 +244,7 @@ def create_tracker(exp: Experiment, study: optuna.Study) -> tracking.Tracker | N
         study_uid=study.user_attrs[tracking.UID_ATTR],
         log_models=opts.mlflow_log_models,
         background=True,
+        storage=exp.storage,
     )
     tracker.start_study(tracking.study_params(study), tracking.environment_tags())
     tracker.close_stale_runs(study)

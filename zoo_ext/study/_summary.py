@@ -28,8 +28,9 @@ def summarize(study: optuna.Study, exp: Experiment) -> Path:
 
     Also printed: the env steps the trials used (of ``--budget-steps``) and why a stop rule ended the study.
     """
-    print("Number of finished trials: ", len(study.trials))
     states = {state.name: len(study.get_trials(deepcopy=False, states=(state,))) for state in TrialState}
+    # Finished: COMPLETE, PRUNED, FAIL (not a WAITING retry, nor a trial still RUNNING in another worker).
+    print("Number of finished trials: ", sum(n for name, n in states.items() if TrialState[name].is_finished()))
     print("Trial states: ", ", ".join(f"{name}={n}" for name, n in states.items() if n))
     used, budget = env_steps_used(study), exp.options.budget_steps
     if used or budget:

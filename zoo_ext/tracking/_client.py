@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import queue
+import shlex
 import tempfile
 import threading
 import time
@@ -80,6 +81,8 @@ _STORE_LOCK_TIMEOUT = 300
 PACKAGES = ("zoo_ext", "rl_zoo3", "stable_baselines3", "sb3_contrib", "optuna", "torch", "mlflow", "gymnasium")
 #: Seconds :meth:`Tracker.flush` waits at most for the background thread (each MLflow call has its own timeouts).
 FLUSH_TIMEOUT = 600.0
+#: ``Tracker.tracking_uri`` until MLflow tells the default one (no URI given, mlflow not imported yet).
+_UNRESOLVED_URI = "the default tracking URI"
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -209,10 +212,12 @@ class Tracker:
     """Logs one study to MLflow. Create it before ``study.optimize``: it never raises.
 
     ``enabled`` is False when MLflow could not be set up (one warning was logged) or became
-    unreachable (with ``background``: also until the thread has set it up). ``mapping`` says what
-    of a trial its run gets (:class:`TrialMapping`); the parent run is named ``run_name`` (default:
-    the study's name). With ``background``, MLflow is set up and every logging method runs on one
-    background thread, in the order called (see the module's docstring).
+    unreachable (with ``background``: also until the thread has set it up); ``failure`` then says
+    why. ``mapping`` says what of a trial its run gets (:class:`TrialMapping`); the parent run is
+    named ``run_name`` (default: the study's name). With ``background``, MLflow is set up and every
+    logging method runs on one background thread, in the order called (see the module's docstring).
+    ``storage`` is the study's ``--storage`` value (None: in memory), named in the ``mlflow-sync``
+    command the warnings give; with ``quiet`` there is no such warning: the caller reports ``failure``.
     """
 
     client: MlflowClient
@@ -228,14 +233,20 @@ class Tracker:
         mapping: TrialMapping = ZOO,
         run_name: str | None = None,
         background: bool = False,
+        storage: str | None = None,
+        quiet: bool = False,
     ) -> None:
-        self.tracking_uri = tracking_uri or "the default tracking URI"
+        self.tracking_uri = tracking_uri or _UNRESOLVED_URI
         self.experiment_name = experiment
         self.study_name = study_name
         self.study_uid = study_uid
         self.log_models = log_models
         self.mapping = mapping
         self.run_name = run_name or study_name
+        self.storage = storage
+        self.quiet = quiet
+        #: Why tracking is off ("MLflow at URI is unavailable (reason)"); "" while it is on or not set up yet.
+        self.failure = ""
         self.enabled = False
         self.experiment_id = ""
         self.parent_run_id = ""
@@ -295,13 +306,30 @@ class Tracker:
         left = self._worker.flush(timeout)
         if left:
             _logger.warning(
-                "MLflow: %d update(s) of study %r not sent; run `python -m zoo_ext mlflow-sync --storage ... "
-                "--study-name %s` to log its finished trials",
-                left,
-                self.study_name,
-                self.study_name,
-            )
+                "MLflow: %d update(s) of study %r not sent; %s", left, self.study_name,
+                self._sync_hint("to log its finished trials"),
+            )  # fmt: skip
         return not left
+
+    def sync_command(self) -> str | None:
+        """Return the ``mlflow-sync`` command that logs this study later, shell-quoted, passwords redacted.
+
+        It names the study's storage, the tracking URI once known and the experiment; None for a study in memory.
+        """
+        if self.storage is None:
+            return None
+        argv = ["python", "-m", "zoo_ext", "mlflow-sync", "--storage", redact(self.storage),
+                "--study-name", self.study_name]  # fmt: skip
+        if self.tracking_uri != _UNRESOLVED_URI:
+            argv += ["--mlflow-tracking-uri", redact(self.tracking_uri)]
+        return shlex.join([*argv, "--mlflow-experiment", self.experiment_name])
+
+    def _sync_hint(self, purpose: str) -> str:
+        """Return how to log the study later: run the ``mlflow-sync`` command for ``purpose``, or why nothing can."""
+        command = self.sync_command()
+        if command is None:
+            return "the study is in memory (no --storage): nothing can log it later"
+        return f"run `{command}` {purpose}"
 
     def _reachable(self) -> bool:
         if not self.tracking_uri.startswith(("http://", "https://")):
@@ -314,17 +342,15 @@ class Tracker:
             return False
 
     def _warn(self, exc: BaseException) -> None:
-        """Say once that this process tracks no more, why, and how to log the study later."""
+        """Say once that this process tracks no more, why, and how to log the study later (``quiet``: only why)."""
         if not self._warned:
             self._warned = True
-            _logger.warning(
-                "MLflow at %s %s (%s): the study goes on without tracking; run "
-                "`python -m zoo_ext mlflow-sync --storage ... --study-name %s` later to log it",
-                redact(self.tracking_uri),
-                "is unavailable" if is_outage(exc) else "cannot be used",
-                first_line(exc),
-                self.study_name,
-            )
+            state = "is unavailable" if is_outage(exc) else "cannot be used"
+            self.failure = f"MLflow at {redact(self.tracking_uri)} {state} ({first_line(exc)})"
+            if not self.quiet:
+                _logger.warning(
+                    "%s: the study goes on without tracking; %s", self.failure, self._sync_hint("later to log it")
+                )
 
     def _attempt(self, fn: Callable[..., Any], *args: Any, quiet: bool = False, **kwargs: Any) -> tuple[bool, Any]:
         """Run an MLflow call; return (True, its result), or (False, None) if tracking is off or the call failed.

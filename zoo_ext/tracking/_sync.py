@@ -27,6 +27,7 @@ def sync_tracker(study: optuna.Study, *, tracking_uri: str | None, experiment: s
 
     ``experiment`` defaults to the one the study logs to. Raises :class:`~zoo_ext.storage.StudyError`
     for a study neither made (stock rl_zoo3, plain Optuna): it records no study id to find its runs by.
+    The tracker is ``quiet``: when MLflow cannot be used, ``failure`` says why and the caller reports it.
     """
     attrs = study.user_attrs
     name = study.study_name
@@ -35,7 +36,7 @@ def sync_tracker(study: optuna.Study, *, tracking_uri: str | None, experiment: s
         mapping = TrialMapping.from_attr(settings)
         tracker = Tracker(tracking_uri=tracking_uri, experiment=experiment or settings.get("experiment") or name,
                           study_name=name, study_uid=attrs[UID_ATTR], mapping=mapping,
-                          run_name=settings.get("run_name"))  # fmt: skip
+                          run_name=settings.get("run_name"), quiet=True)  # fmt: skip
         tracker.start_study(optuna_study_params(study, mapping), environment_tags(OPTUNA_PACKAGES))
         return tracker
     if "zoo_config" not in attrs:
@@ -47,7 +48,7 @@ def sync_tracker(study: optuna.Study, *, tracking_uri: str | None, experiment: s
         raise StudyError(f"study {name!r} was not created by zoo_ext")
     tracker = Tracker(tracking_uri=tracking_uri,
                       experiment=experiment or default_experiment_name(attrs["algo"], attrs["env_id"]),
-                      study_name=name, study_uid=attrs[UID_ATTR])  # fmt: skip
+                      study_name=name, study_uid=attrs[UID_ATTR], quiet=True)  # fmt: skip
     tracker.start_study(study_params(study), environment_tags())
     return tracker
 
