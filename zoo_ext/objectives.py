@@ -55,6 +55,8 @@ class RunResult:
     curve: list[dict[str, float]] = field(default_factory=list)
     train_time: float = 0.0
     n_params: int = 0
+    #: Gradient steps the run took (SB3's ``n_updates``, in mini-batches for PPO).
+    n_updates: int = 0
     #: Milliseconds per ``predict`` call on one observation, measured after training.
     inference_ms: float = float("nan")
     #: The run was stopped by the pruner.

@@ -21,6 +21,7 @@ from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.vec_env import sync_envs_normalization
 
 from zoo_ext import record
+from zoo_ext.ceiling import BudgetError, fit_to_budget, gradient_steps
 from zoo_ext.objectives import Objective as ObjectiveSpec
 from zoo_ext.objectives import RunResult, aggregate, resolve_objectives
 from zoo_ext.spaces._probe import InvalidSearchSpaceError, check_keys
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
     from zoo_ext.spaces import SearchSpace
 
 __all__ = [
+    "CLIPPED_ATTR",
+    "N_UPDATES_ATTR",
+    "PRUNE_REASON_ATTR",
     "Objective",
     "TrialEvalCallback",
     "TrialFailed",
@@ -46,6 +50,12 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
+#: Trial user attribute: the kwargs :func:`zoo_ext.ceiling.fit_to_budget` changed, ``{key: {"from": .., "to": ..}}``.
+CLIPPED_ATTR = "clipped"
+#: Trial user attribute: why a trial was pruned before it trained (its kwargs cannot fit ``-n``).
+PRUNE_REASON_ATTR = "prune_reason"
+#: Trial user attribute: the gradient steps its seeds took (:func:`zoo_ext.ceiling.gradient_steps`).
+N_UPDATES_ATTR = "n_updates"
 #: Dict kwargs that a search space's values are merged into instead of replacing.
 MERGED_KWARGS = ("policy_kwargs", "replay_buffer_kwargs")
 
@@ -231,6 +241,8 @@ def train_run(
             model.save(model_path)
     finally:
         result.train_time = result.train_time or time.perf_counter() - start
+        if model is not None:
+            result.n_updates = gradient_steps(model)
         if on_steps is not None and model is not None:
             on_steps(int(model.num_timesteps))
         for vec_env in (env, eval_env):
@@ -309,10 +321,27 @@ class Objective:
         except InvalidSearchSpaceError as exc:
             raise self._fail(trial, str(exc)) from exc
         kwargs = merge_kwargs(exp.base_kwargs(), sampled)
+        if not exp.options.no_clip_to_budget:
+            kwargs = self._fit_to_budget(trial, kwargs)
         try:
             trial.set_user_attr(record.RECORD_ATTR, record.encode(kwargs))
         except record.RecordError as exc:
             raise self._fail(trial, str(exc)) from exc
+        return kwargs
+
+    def _fit_to_budget(self, trial: optuna.Trial, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Return ``kwargs`` fitted under the ``-n`` ceiling (user attribute ``clipped``); prune what cannot fit."""
+        exp = self.exp
+        try:
+            kwargs, clipped = fit_to_budget(exp.algo_class, kwargs, n_timesteps=exp.n_timesteps, n_envs=exp.n_envs)
+        except BudgetError as exc:
+            trial.set_user_attr(PRUNE_REASON_ATTR, str(exc))
+            _logger.info("Trial %d pruned before training: %s", trial.number, exc)
+            raise optuna.TrialPruned(str(exc)) from exc
+        if clipped:
+            trial.set_user_attr(CLIPPED_ATTR, clipped)
+            changes = ", ".join(f"{key} {change['from']} -> {change['to']}" for key, change in clipped.items())
+            _logger.info("Trial %d fitted under -n %d: %s", trial.number, exp.n_timesteps, changes)
         return kwargs
 
     def _reporter(self, trial: optuna.Trial, done: list[RunResult]) -> Callable[[int, float], bool]:
@@ -417,6 +446,7 @@ class Objective:
         if results[0].normalize_gamma is not None:
             trial.set_user_attr("normalize_gamma", results[0].normalize_gamma)
         trial.set_user_attr("train_time", sum(r.train_time for r in results))
+        trial.set_user_attr(N_UPDATES_ATTR, sum(r.n_updates for r in results))
         curve = []
         for index, point in enumerate(results[0].curve):
             seeds = [r.curve[index] for r in results if len(r.curve) > index]

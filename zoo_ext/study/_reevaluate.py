@@ -17,6 +17,7 @@ import yaml
 from optuna.trial import TrialState
 
 from zoo_ext import adapter, options, record, statistics, storage, tracking
+from zoo_ext.ceiling import fit_to_budget
 from zoo_ext.objectives import aggregate
 from zoo_ext.trial import Objective, train_run
 
@@ -178,6 +179,8 @@ def _reevaluate(
     if baseline_due:
         kind, kwargs = baseline_config(exp)
         try:
+            if not exp.options.no_clip_to_budget:  # the trials' ceiling, so the card compares like with like
+                kwargs = fit_to_budget(exp.algo_class, kwargs, n_timesteps=exp.n_timesteps, n_envs=exp.n_envs)[0]
             tests[BASELINE] = {"kind": kind, **_train_scores(objective, kwargs, seeds)}
         except Exception as exc:  # noqa: BLE001 - the trials' scores are kept; a resume tries the baseline again
             _logger.warning("the baseline (%s) could not be trained (%s): the card has no baseline", kind, exc)
