@@ -14,13 +14,19 @@ or off (``ZOO_EXT_DISABLE=1``), in one invocation, so the ratios compare like wi
 * cold: tuning with no tuned table, stock TPE + median against the ``cold`` preset at equal env
   steps (PPO Pendulum-v1 and A2C CartPole-v1, several study seeds), each best re-trained on fresh
   seeds: IQM with a bootstrap 95% CI and P(zoo_ext > stock); and a racing line, ``--n-seeds 3``
-  with and without ``--seed-racing`` at equal trial count.
+  with and without ``--seed-racing`` at equal trial count;
+* leaderboard: every method (stock TPE + median, random search on the ``cold`` space, ``--preset
+  cold``, the preset with 3 raced seeds, OptunaHub's DEHB when it loads offline) on every problem
+  (DQN FrozenLake-v1, A2C CartPole-v1, PPO Pendulum-v1, SAC Pendulum-v1) at equal env steps per
+  study, several study seeds, each best re-trained on fresh seeds: IQM with a bootstrap 95% CI,
+  P(improvement) over stock, env steps, wall time, a markdown table and ``leaderboard.png``.
 
 Usage::
 
     python scripts/benchmark.py --quick              # a few minutes: smoke test (run in CI)
     python scripts/benchmark.py --out bench-results  # full mode, about 5 h on 2 cores
     python scripts/benchmark.py --sections cold --out bench-cold --resume  # go on with a stopped run
+    python scripts/benchmark.py --sections leaderboard --problems a2c-CartPole-v1 --hub-registry REGISTRY
 
 Results are printed and written to ``<out>/results.json``; the full mode's go in docs/benchmarks.md.
 """
@@ -31,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -92,20 +99,35 @@ class Budget:
         Problem("a2c", "CartPole-v1", 50_000, 8),
     )
     racing_problem: Problem = Problem("a2c", "CartPole-v1", 30_000, 6)
+    #: The leaderboard's problems, cheapest first: 3 env families (classic control discrete and continuous, toy
+    #: text), PPO, A2C, DQN and SAC. The cold preset was chosen on the first two of COLD_CHOSEN_ON only.
+    leaderboard_problems: tuple[Problem, ...] = (
+        Problem("dqn", "FrozenLake-v1", 20_000, 6),
+        Problem("a2c", "CartPole-v1", 20_000, 6),
+        Problem("ppo", "Pendulum-v1", 50_000, 6),
+        Problem("sac", "Pendulum-v1", 5_000, 6),
+    )
 
 
 QUICK = Budget(("a2c", "CartPole-v1"), 2048, 2, 1, 1024, 2, 2048, 2, (1,), 2, 2, small_study_pairs=1,
                cold_problems=(Problem("a2c", "CartPole-v1", 2048, 2),),
-               racing_problem=Problem("a2c", "CartPole-v1", 1024, 2))  # fmt: skip
+               racing_problem=Problem("a2c", "CartPole-v1", 1024, 2),
+               leaderboard_problems=(Problem("a2c", "CartPole-v1", 1024, 2),))  # fmt: skip
 FULL = Budget(("ppo", "Pendulum-v1"), 20_000, 5, 2, 32_000, 10, 100_000, 8, (1, 2, 3), 5, 10)
 
 
 class Runner:
     """Runs ``rl_zoo3.train`` in subprocesses under ``root``, zoo_ext on or off."""
 
-    def __init__(self, root: Path, mlflow_uri: str) -> None:
+    def __init__(
+        self, root: Path, mlflow_uri: str, *, problems: tuple[str, ...] = (), hub_registry: str | None = None
+    ) -> None:
         self.root = root
         self.mlflow_uri = mlflow_uri
+        #: The leaderboard problems to run (``algo-env``); empty: all.
+        self.problems = problems
+        #: A local OptunaHub registry folder (for DEHB offline).
+        self.hub_registry = hub_registry
 
     def __call__(self, folder: str, args: list[str], *, stock: bool) -> float:
         """Run one command in ``root/folder``; return its wall time in seconds (raise if it fails).
@@ -127,7 +149,7 @@ class Runner:
         (cwd / "stdout.txt").write_text(proc.stdout)
         (cwd / "stderr.txt").write_text(proc.stderr)
         if proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(args)} in {cwd} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+            raise RuntimeError(f"{shlex.join(args)} in {cwd} exited {proc.returncode}:\n{proc.stderr[-3000:]}")
         done.write_text(str(seconds))
         return seconds
 
@@ -237,7 +259,7 @@ def measured_run(folder: Path, args: list[str], *, stock: bool) -> dict[str, flo
         seconds = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(args)} in {folder} exited {proc.returncode}:\n"
+        raise RuntimeError(f"{shlex.join(args)} in {folder} exited {proc.returncode}:\n"
                            f"{(folder / 'stderr.txt').read_text()[-3000:]}")  # fmt: skip
     return {"seconds": seconds, "tree_peak_mib": peak / 2**20, "process_peak_mib": usage.ru_maxrss / 1024}
 
@@ -338,9 +360,7 @@ def env_steps(trials: list[FrozenTrial], steps: int, n_evaluations: int) -> int:
     return sum(len(t.intermediate_values) for t in trials) * (steps // n_evaluations)
 
 
-def retrain(
-    run: Runner, folder: str, study_name: str, trial: int, seed: int, problem: Problem, episodes: int
-) -> float:
+def retrain(run: Runner, folder: str, study_name: str, trial: int, seed: int, problem: Problem, episodes: int) -> float:
     """Re-train trial ``trial`` of a study with ``seed``; return its final mean evaluation return."""
     out = f"{folder}/retrain-{trial}-{seed}"
     args = ["--algo", problem.algo, "--env", problem.env_id, "-n", str(problem.steps), "--num-threads", "1",
@@ -358,8 +378,8 @@ def search(run: Runner, budget: Budget) -> dict[str, Any]:
     print(f"== search efficiency: ppo Pendulum-v1, {budget.search_trials} trials x {budget.search_steps} steps "
           f"per study, study seeds {list(budget.study_seeds)}, best trial re-trained on {budget.retrain_seeds} "
           f"fresh seeds x {budget.eval_episodes} episodes, threshold {budget.threshold:g}")  # fmt: skip
-    print(f"stock:   {' '.join(STOCK_SEARCH)} (rl_zoo3's space)")
-    print(f"zoo_ext: {' '.join(RECOMMENDED)}")
+    print(f"stock:   {shlex.join(STOCK_SEARCH)} (rl_zoo3's space)")
+    print(f"zoo_ext: {shlex.join(RECOMMENDED)}")
     configs = {"stock": (STOCK_SEARCH, True), "zoo_ext": (RECOMMENDED, False)}
     jobs = []
     for seed in budget.study_seeds:
@@ -506,7 +526,7 @@ def cold(run: Runner, budget: Budget) -> dict[str, Any]:
         part_rows = [row for row in rows if row["part"] == part]
         labels = ["no racing", "racing"] if part == "racing" else ["stock", "zoo_ext"]
         print(f"-- {part}: " + ("--n-seeds 3 with vs without --seed-racing, equal trial count" if part == "racing"
-              else f"stock {' '.join(STOCK_SEARCH)} vs zoo_ext {' '.join(COLD)} + --budget-steps"))  # fmt: skip
+              else f"stock {shlex.join(STOCK_SEARCH)} vs zoo_ext {shlex.join(COLD)} + --budget-steps"))  # fmt: skip
         summary: dict[str, Any] = {}
         for side in labels:
             side_rows = [row for row in part_rows if row["side"] == side]
@@ -543,6 +563,197 @@ def cold(run: Runner, budget: Budget) -> dict[str, Any]:
     return result
 
 
+@dataclass(frozen=True)
+class Method:
+    """One tuning method of the leaderboard: its flags, whether zoo_ext is off, and training seeds per trial."""
+
+    label: str
+    args: tuple[str, ...]
+    stock: bool = False
+    seeds: int = 1
+
+
+#: The leaderboard's methods. zoo_ext's get ``--budget-steps`` sized like the cold section's (never more env
+#: steps than stock's nominal ``trials x -n``); DEHB is added when its OptunaHub package loads offline.
+LEADERBOARD_METHODS = (
+    Method("stock TPE+median", (*STOCK_SEARCH, "--n-evaluations", "5"), stock=True),
+    Method(
+        "random, cold space",
+        ("--search-space", "cold", "--sampler", "random", "--pruner", "none", "--n-evaluations", "5"),
+    ),
+    Method("preset cold", tuple(COLD)),
+    Method("preset cold, 3 seeds raced", (*COLD, "--n-seeds", "3", "--seed-racing"), seeds=3),
+)
+DEHB = Method("DEHB, cold space", ("--search-space", "cold", "--sampler", "hub:dehb:DEHBSampler",
+              "--pruner", "hub:samplers/dehb:DEHBPruner", "--pruner-kwargs", "min_resource:1", "max_resource:10",
+              "reduction_factor:3", "--n-evaluations", "10"))  # fmt: skip
+
+
+def dehb_method(hub_registry: str | None) -> tuple[Method | None, str]:
+    """Return the DEHB method if OptunaHub's ``samplers/dehb`` loads offline (cache or ``--hub-registry``), and why."""
+    os.environ["ZOO_EXT_HUB_OFFLINE"] = "1"
+    from zoo_ext.hub import HubError, load_hub_package
+
+    try:
+        load_hub_package("samplers/dehb", hub_registry=hub_registry)
+    except (HubError, ImportError) as exc:
+        return None, f"DEHB left out: {exc}"
+    registry = ("--hub-registry", hub_registry) if hub_registry else ()
+    method = Method(DEHB.label, (*DEHB.args, *registry))
+    return method, f"DEHB included (OptunaHub samplers/dehb from {hub_registry or 'the optunahub cache'})"
+
+
+def score(trial: FrozenTrial) -> float:
+    """Return a trial's value, or for a pruned trial its last intermediate value (-inf without one)."""
+    if trial.state == TrialState.COMPLETE and trial.value is not None:
+        return trial.value
+    steps = trial.intermediate_values
+    return steps[max(steps)] if steps else -np.inf
+
+
+def best_trial(trials: list[FrozenTrial]) -> FrozenTrial:
+    """Return the best complete trial, else (a multi-fidelity study that completed none) the best pruned one."""
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    return max(complete or [t for t in trials if t.state == TrialState.PRUNED], key=score)
+
+
+def ceiling_ratio(trials: list[FrozenTrial], steps: int) -> float:
+    """Return the largest env steps per training seed of ``trials`` over ``-n`` (the ceiling: at most 2)."""
+    ratios = [
+        t.user_attrs["env_steps"]
+        / max(1, int(t.user_attrs.get("seeds_run", len(t.user_attrs.get("seeds", [1])))))
+        / steps
+        for t in trials
+        if "env_steps" in t.user_attrs
+    ]
+    return max(ratios, default=0.0)
+
+
+def leaderboard(run: Runner, budget: Budget) -> dict[str, Any]:
+    """Every method on every problem at equal env steps per study, each study's best re-trained on fresh seeds.
+
+    Per (problem, method): the IQM of the re-trained scores (study seeds x fresh seeds) with its 95%
+    bootstrap CI, P(improvement) over stock TPE + median, the env steps used (stock's: nominal,
+    ``-n`` per complete trial, as stock records none) and the studies' wall time. Writes
+    ``leaderboard.png`` (IQM with CI bars against env steps, one marker per method) to the run folder.
+    """
+    from zoo_ext import statistics as stats
+    from zoo_ext import storage
+
+    problems = [p for p in budget.leaderboard_problems if not run.problems or f"{p.algo}-{p.env_id}" in run.problems]
+    dehb, why = dehb_method(run.hub_registry)
+    methods = [*LEADERBOARD_METHODS, *([dehb] if dehb else [])]
+    fresh = [100_000 + i for i in range(budget.retrain_seeds)]
+    print(f"== leaderboard: {len(problems)} problems x {len(methods)} methods, study seeds {list(budget.study_seeds)}, "
+          f"best trial re-trained on {len(fresh)} fresh seeds x {budget.eval_episodes} episodes; {why}")  # fmt: skip
+    for method in methods:
+        print(f"  {method.label}: {shlex.join(method.args)}")
+    jobs = []
+    for problem in problems:
+        for seed in budget.study_seeds:
+            for method in methods:
+                n_trials = problem.trials if method.stock else 10 * problem.trials
+                extra = list(method.args)
+                if not method.stock:  # the last trial starts while a whole trial fits: <= stock's env steps
+                    extra += ["--budget-steps", str(max(1, (problem.trials - method.seeds) * problem.steps + 1))]
+                args = study_args(problem.algo, problem.env_id, problem.steps, n_trials, "lb", *extra,
+                                  "--seed", str(seed), "--num-threads", "1",
+                                  "--eval-episodes", str(budget.eval_episodes))  # fmt: skip
+                jobs.append((problem, method, seed, args))
+    rows: list[dict[str, Any]] = []
+    retrains: list[tuple[dict[str, Any], Any]] = []
+    with ThreadPoolExecutor(2) as pool:  # cheapest problems first; a study's re-trainings queue when it ends
+        studies = {}
+        for problem, method, seed, args in jobs:
+            slug = method.label.replace(" ", "-").replace(",", "").replace("+", "-")
+            folder = f"leaderboard/{problem.algo}-{problem.env_id}/{slug}-{seed}"
+            studies[pool.submit(run, folder, args, stock=method.stock)] = (problem, method, seed, folder)
+        for done in as_completed(studies):
+            wall = done.result()
+            problem, method, seed, folder = studies[done]
+            trials = load_study(run.root / folder / "lb.log", "lb").get_trials(deepcopy=False)
+            best = best_trial(trials)
+            states = [t.state.name for t in trials]
+            used = stock_env_steps(trials, problem.steps) if method.stock else storage.env_steps(trials)
+            row: dict[str, Any] = {
+                "problem": f"{problem.algo}-{problem.env_id}", "method": method.label, "study_seed": seed,
+                "best_trial": best.number, "best_trial_value": score(best), "best_trial_state": best.state.name,
+                "env_steps_used": used, "wall_time": wall,
+                "ceiling_ratio": None if method.stock else ceiling_ratio(trials, problem.steps),
+                "states": {name: states.count(name) for name in sorted(set(states))},
+            }  # fmt: skip
+            rows.append(row)
+            print(f"  (done: {row['problem']} {method.label} seed {seed}: best {score(best):.1f}, {used} env steps, "
+                  f"{wall:.0f} s)", flush=True)  # fmt: skip
+            retrains += [
+                (row, pool.submit(retrain, run, folder, "lb", best.number, s, problem, budget.eval_episodes))
+                for s in fresh
+            ]
+        for row, future in retrains:
+            row.setdefault("retrain_returns", []).append(future.result())
+    result: dict[str, Any] = {"dehb": why, "rows": rows, "problems": {}}
+    lines = ["| problem | method | re-trained IQM [95% CI] | P(> stock) | env steps | wall time |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for problem in problems:
+        part = f"{problem.algo}-{problem.env_id}"
+        summary: dict[str, Any] = {}
+        print(f"-- {part}: {problem.trials} x {problem.steps} env steps per study")
+        for method in methods:
+            method_rows = [r for r in rows if r["problem"] == part and r["method"] == method.label]
+            scores = [score for r in method_rows for score in r["retrain_returns"]]
+            ratios = [r["ceiling_ratio"] for r in method_rows if r["ceiling_ratio"] is not None]
+            summary[method.label] = {**stats.describe(scores, seed=0), "scores": scores,
+                                     "env_steps": sum(r["env_steps_used"] for r in method_rows),
+                                     "wall_time": sum(r["wall_time"] for r in method_rows),
+                                     "ceiling_ratio": max(ratios) if ratios else None}  # fmt: skip
+        baseline = summary[LEADERBOARD_METHODS[0].label]
+        for method in methods:
+            entry = summary[method.label]
+            entry["p_improvement"] = stats.probability_of_improvement(entry["scores"], baseline["scores"])
+            low, high = entry["ci95"] or [float("nan")] * 2
+            above = bool(entry["ci95"] and baseline["ci95"] and low > baseline["ci95"][1])
+            ceiling = "" if entry["ceiling_ratio"] is None else f", ceiling held: {entry['ceiling_ratio'] <= 2}"
+            print(f"{method.label:28s} IQM {entry['iqm']:9.2f} [95% CI {low:.2f}, {high:.2f}] over "
+                  f"{len(entry['scores'])} re-trainings, P(> stock) {entry['p_improvement']:.2f}, CI above stock's: "
+                  f"{'yes' if above else 'no'}, env steps {entry['env_steps']}, wall {entry['wall_time']:.0f} s"
+                  f"{ceiling}")  # fmt: skip
+            lines.append(
+                f"| {part} | {method.label} | {entry['iqm']:.2f} [{low:.2f}, {high:.2f}] | "
+                f"{entry['p_improvement']:.2f} | {entry['env_steps']:,} | {entry['wall_time']:.0f} s |"
+            )
+        result["problems"][part] = summary
+    print("\n".join(lines))
+    result["table"] = lines
+    plot_leaderboard(result["problems"], run.root / "leaderboard.png", len(budget.study_seeds))
+    print(f"plot: {run.root / 'leaderboard.png'}")
+    return result
+
+
+def plot_leaderboard(problems: dict[str, dict[str, Any]], path: Path, n_studies: int) -> None:
+    """Draw per problem the re-trained IQM with its 95% CI against the mean env steps per study, a marker per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(problems), figsize=(4.2 * len(problems), 3.8), squeeze=False)
+    markers = "osD^vP"
+    for ax, (part, summary) in zip(axes[0], problems.items(), strict=True):
+        for marker, (label, entry) in zip(markers, summary.items(), strict=False):
+            low, high = entry["ci95"] or (entry["iqm"], entry["iqm"])
+            x = entry["env_steps"] / n_studies
+            ax.errorbar(x, entry["iqm"], yerr=[[entry["iqm"] - low], [high - entry["iqm"]]], fmt=marker,
+                        capsize=4, label=label)  # fmt: skip
+        ax.set_title(part)
+        ax.set_xlabel("env steps per study")
+        ax.set_ylabel("re-trained return (IQM, 95% CI)")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def machine() -> dict[str, Any]:
     """Return a description of this machine and the package versions."""
     from importlib.metadata import version
@@ -566,8 +777,10 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="keep --out and skip the commands that succeeded there (delete a failed command's folder first)",
     )
+    parser.add_argument("--problems", nargs="+", default=(), help="leaderboard problems to run, as ALGO-ENV")
+    parser.add_argument("--hub-registry", default=None, help="a local OptunaHub registry folder (DEHB offline)")
     sections = {"overhead": overhead, "small_study": small_study, "throughput": throughput, "search": search,
-                "cold": cold}  # fmt: skip
+                "cold": cold, "leaderboard": leaderboard}  # fmt: skip
     parser.add_argument("--sections", nargs="+", default=list(sections), choices=list(sections), help="default: all")
     args = parser.parse_args(argv)
     budget = QUICK if args.quick else FULL
@@ -580,9 +793,9 @@ def main(argv: list[str] | None = None) -> int:
 
     mlflow_uri = f"sqlite:///{root / 'mlflow.db'}"
     MlflowClient(mlflow_uri).search_experiments()  # create the store before any timing
-    run = Runner(root, mlflow_uri)
+    run = Runner(root, mlflow_uri, problems=tuple(args.problems), hub_registry=args.hub_registry)
     info = machine()
-    print(f"zoo_ext benchmark ({'quick' if args.quick else 'full'} mode): {' '.join(sys.argv)}")
+    print(f"zoo_ext benchmark ({'quick' if args.quick else 'full'} mode): {shlex.join(sys.argv)}")
     print(f"machine: {info['cpus']} CPUs, {info['processor']}, {info['platform']}, Python {info['python']}")
     print("packages: " + ", ".join(f"{k} {v}" for k, v in info["packages"].items()))
     results: dict[str, Any] = {"mode": "quick" if args.quick else "full", "budget": asdict(budget), "machine": info}

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 
 def test_quick_benchmark_prints_every_section(tmp_path: Path) -> None:
     proc = run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--quick", "--out", "bench"], tmp_path)
-    for header in ("== overhead:", "== small study:", "== throughput:", "== search efficiency:", "== cold:"):
+    for header in ("== overhead:", "== small study:", "== throughput:", "== search efficiency:", "== cold:",
+                   "== leaderboard:"):  # fmt: skip
         assert header in proc.stdout
     assert "same trials (params) in both: yes" in proc.stdout  # zoo_ext samples exactly the stock trials
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
@@ -39,3 +40,12 @@ def test_quick_benchmark_prints_every_section(tmp_path: Path) -> None:
         low, high = cold[label]["ci95"]
         assert len(cold[label]["scores"]) == 2 and low <= cold[label]["iqm"] <= high
     assert "P(zoo_ext > stock) = " in proc.stdout and "racing used " in proc.stdout
+    board = results["leaderboard"]
+    assert board["dehb"].startswith(("DEHB left out: ", "DEHB included"))
+    methods = board["problems"]["a2c-CartPole-v1"]
+    assert list(methods)[:4] == ["stock TPE+median", "random, cold space", "preset cold", "preset cold, 3 seeds raced"]
+    for label, entry in methods.items():
+        assert len(entry["scores"]) == 2 and entry["env_steps"] > 0 and 0.0 <= entry["p_improvement"] <= 1.0
+        assert label == "stock TPE+median" or entry["ceiling_ratio"] <= 2  # -n plus one rollout of at most -n
+    assert (tmp_path / "bench" / "leaderboard.png").stat().st_size > 0
+    assert "| a2c-CartPole-v1 | preset cold | " in proc.stdout
