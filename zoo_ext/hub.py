@@ -14,12 +14,14 @@ import types
 from pathlib import Path
 from typing import Any
 
+from zoo_ext.errors import BadInputError
+
 __all__ = ["HUB_PREFIX", "HubError", "hub_cache_dir", "load_hub_class", "load_hub_package", "parse_hub_spec"]
 
 HUB_PREFIX = "hub:"
 
 
-class HubError(RuntimeError):
+class HubError(BadInputError, RuntimeError):
     """An OptunaHub package could not be loaded (not cached, not in the registry folder, no network)."""
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from zoo_ext.errors import BadInputError
 from zoo_ext.registry import Registry
 
 __all__ = [
@@ -42,7 +43,7 @@ AGGREGATES = ("mean", "median", "iqm", "min")
 DIRECTIONS = ("maximize", "minimize")
 
 
-class ObjectiveError(ValueError):
+class ObjectiveError(BadInputError, ValueError):
     """An objective cannot be used: a direction Optuna does not know, or named twice in one study."""
 
 

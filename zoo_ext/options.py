@@ -28,6 +28,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NoReturn
 
+from zoo_ext.errors import BadInputError
+
 __all__ = [
     "OPTIONS",
     "YAML_KEY",
@@ -42,7 +44,7 @@ __all__ = [
 YAML_KEY = "zoo_ext"
 
 
-class OptionError(ValueError):
+class OptionError(BadInputError, ValueError):
     """A zoo_ext option has a value that cannot be used; the message says which and why."""
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from zoo_ext.errors import BadInputError
 from zoo_ext.registry import DottedPathError, import_dotted, is_dotted_path
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ NOISE_CLASSES = {"NormalActionNoise": "normal", "OrnsteinUhlenbeckActionNoise": 
 _ZOO_EVAL_PREFIXES = {"torch.nn": "nn", "torch.optim": "th.optim", "torch": "th", "numpy": "np"}
 
 
-class RecordError(ValueError):
+class RecordError(BadInputError, ValueError):
     """A trial has no usable record, or a value cannot be written in rl_zoo3's YAML form."""
 
 

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from zoo_ext.errors import BadInputError
+
 __all__ = [
     "DottedPathError",
     "Entry",
@@ -48,7 +50,7 @@ _logger = logging.getLogger(__name__)
 ANY_ALGO = "*"
 
 
-class UnknownNameError(LookupError):
+class UnknownNameError(BadInputError, LookupError):
     """Raised for a name that is neither registered, an entry point nor a dotted path."""
 
     def __init__(self, kind: str, name: str, choices: Iterable[str], scope: str = "") -> None:
@@ -67,11 +69,11 @@ class UnknownNameError(LookupError):
         return str(self.args[0])
 
 
-class DottedPathError(ImportError):
+class DottedPathError(BadInputError, ImportError):
     """Raised when a dotted path does not import; the message says which part failed."""
 
 
-class FactoryError(TypeError):
+class FactoryError(BadInputError, TypeError):
     """Raised when a factory rejects the keyword arguments it was given."""
 
 

@@ -26,6 +26,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, overload
 
+from zoo_ext.errors import IncompatibleStudyError
+
 if TYPE_CHECKING:
     import optuna
     from optuna.storages import BaseStorage
@@ -169,7 +171,7 @@ def open_storage(
             time.sleep(0.5 + random.random())
 
 
-class StudyError(ValueError):
+class StudyError(IncompatibleStudyError, ValueError):
     """A ``--storage``/``--study-name`` (and trial) that names nothing usable; the message says why."""
 
 

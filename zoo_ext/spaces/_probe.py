@@ -12,6 +12,7 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
+from zoo_ext.errors import BadInputError
 from zoo_ext.registry import did_you_mean
 from zoo_ext.storage import quiet_optuna
 
@@ -27,7 +28,7 @@ _logger = logging.getLogger(__name__)
 BUILD_ATTEMPTS = 3
 
 
-class InvalidSearchSpaceError(ValueError):
+class InvalidSearchSpaceError(BadInputError, ValueError):
     """Raised when a search space returns something the algorithm cannot be built with."""
 
 

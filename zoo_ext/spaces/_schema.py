@@ -30,6 +30,8 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
+from zoo_ext.errors import BadInputError
+
 __all__ = [
     "SECTIONS",
     "CategoricalParam",
@@ -261,7 +263,7 @@ def validate(data: dict[Any, Any]) -> SpaceFile:
         raise SchemaError(key, reason + suffix) from None  # the pydantic report adds nothing to the message
 
 
-class SchemaError(ValueError):
+class SchemaError(BadInputError, ValueError):
     """A file that does not match :class:`SpaceFile`: ``key`` names the entry, ``reason`` what is wrong."""
 
     def __init__(self, key: str, reason: str) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo_ext import options, storage, workers
+from zoo_ext.errors import StorageUnavailableError
 from zoo_ext.objectives import resolve_objectives
 from zoo_ext.spaces import SEARCH_SPACES
 
@@ -29,7 +30,7 @@ _logger = logging.getLogger("zoo_ext.study")
 FINGERPRINT_ATTR = "zoo_ext_fingerprint"
 
 
-class StorageError(RuntimeError):
+class StorageError(StorageUnavailableError, RuntimeError):
     """The ``--storage`` cannot be opened; the message has no password."""
 
     @classmethod
