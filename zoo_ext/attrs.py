@@ -48,6 +48,10 @@ class StudyAttr(StrEnum):
     STOP_REASON = "stop_reason"
     #: Re-evaluation on fresh seeds: per trial number (and ``baseline``) seeds, scores, statistics.
     TEST_SCORES = "test_scores"
+    #: The objectives' names, in order.
+    OBJECTIVES = "objectives"
+    #: The warm start: which tuned values the space could and could not represent.
+    WARM_START = "warm_start"
 
 
 class TrialAttr(StrEnum):
@@ -101,6 +105,8 @@ STUDY_TYPES: Mapping[StudyAttr, type | tuple[type, ...]] = {
     StudyAttr.BUDGET: dict,
     StudyAttr.STOP_REASON: (str, type(None)),
     StudyAttr.TEST_SCORES: dict,
+    StudyAttr.OBJECTIVES: list,
+    StudyAttr.WARM_START: dict,
 }
 
 #: JSON type of each trial attribute's value.

@@ -9,6 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from zoo_ext.attrs import StudyAttr
+from zoo_ext.errors import TrackingError, ZooExtError
+from zoo_ext.integration import exit_with_error
+
 if TYPE_CHECKING:
     import optuna
 
@@ -39,7 +43,7 @@ def _algo_name(name: str) -> str:
         return by_lower[name.lower()]
     close = difflib.get_close_matches(name.lower(), algos, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    options.exit_with_error(options.OptionError(f"unknown --algo {name!r}.{hint} Valid choices: {', '.join(algos)}"))
+    exit_with_error(options.OptionError(f"unknown --algo {name!r}.{hint} Valid choices: {', '.join(algos)}"))
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -68,11 +72,11 @@ def _list(args: argparse.Namespace) -> int:
 def _export_comment(study: optuna.Study, trial: optuna.trial.FrozenTrial, names: Sequence[str]) -> str:
     """Return the comment block heading an exported YAML: the study, the trial, and its result card if re-evaluated."""
     values = "".join(f", {name} {value:.6g}" for name, value in zip(names, trial.values or (), strict=False))
-    algo, env_id = study.user_attrs["algo"], study.user_attrs["env_id"]
+    algo, env_id = study.user_attrs[StudyAttr.ALGO], study.user_attrs[StudyAttr.ENV_ID]
     lines = [f"zoo_ext export: study {study.study_name!r} ({algo} on {env_id}), trial {trial.number} "
              f"({trial.state.name}{values})"]  # fmt: skip
-    entry = study.user_attrs.get("test_scores", {}).get(str(trial.number))
-    baseline = study.user_attrs.get("test_scores", {}).get("baseline")
+    entry = study.user_attrs.get(StudyAttr.TEST_SCORES, {}).get(str(trial.number))
+    baseline = study.user_attrs.get(StudyAttr.TEST_SCORES, {}).get("baseline")
     if entry is not None and "iqm" in entry:
         lines.append(f"re-evaluated on {len(entry['seeds'])} fresh seeds {entry['seeds']}:")
         for name in names:
@@ -106,8 +110,8 @@ def _export(args: argparse.Namespace) -> int:
             raise record.RecordError(f"trial {number} failed before its hyperparameters were recorded")
         attrs = study.user_attrs
         entry = record.merge(attrs["zoo_config"], record.trial_hyperparams(study, number, attrs["algo"]))
-    except ValueError as exc:  # an unwritable -o, StudyError, RecordError, a --pick that does not apply
-        options.exit_with_error(exc)
+    except (ZooExtError, ValueError) as exc:  # an unwritable -o, StudyError, RecordError, a --pick that does not apply
+        exit_with_error(exc)
     comment = _export_comment(study, trial, reports.objective_names(study))
     output.write_text(comment + yaml.safe_dump({attrs["env_id"]: entry}, sort_keys=True))
     state = "" if trial.state.name == "COMPLETE" else f" ({trial.state.name})"
@@ -123,8 +127,8 @@ def _report(args: argparse.Namespace) -> int:
     try:
         options.check_writable_folder(folder, "-o/--output")
         study = storage.load_existing_study(args.storage, args.study_name)
-    except (storage.StudyError, options.OptionError) as exc:
-        options.exit_with_error(exc)
+    except ZooExtError as exc:
+        exit_with_error(exc)
     print(reports.describe_best(study))
     written = reports.write_report(study, folder)
     print(f"Wrote {len(written)} file(s) to {folder}: {', '.join(p.name for p in written)}")
@@ -132,23 +136,23 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _mlflow_sync(args: argparse.Namespace) -> int:
-    from zoo_ext import options, storage, tracking
+    from zoo_ext import storage, tracking
 
     try:
         study = storage.load_existing_study(args.storage, args.study_name)
         tracker = tracking.sync_tracker(study, tracking_uri=args.mlflow_tracking_uri, experiment=args.mlflow_experiment)
-    except storage.StudyError as exc:
-        options.exit_with_error(exc)
+    except ZooExtError as exc:
+        exit_with_error(exc)
     retry = "run the same command again once MLflow works (or give the right --mlflow-tracking-uri)"
     if not tracker.enabled:
         message = f"{tracker.failure}: no run created for study {args.study_name!r}; {retry}"
-        options.exit_with_error(RuntimeError(message))
+        exit_with_error(TrackingError(message))
     created = tracking.sync_study(study, tracker)
     tracker.close_stale_runs(study)
     tracker.end_study()
     if not tracker.enabled:
         done = f"{len(created)} run(s) created first (trials {created})" if created else "no run created"
-        options.exit_with_error(RuntimeError(f"{tracker.failure} during the sync: {done}; {retry}"))
+        exit_with_error(TrackingError(f"{tracker.failure} during the sync: {done}; {retry}"))
     print(f"Created {len(created)} run(s) in experiment {tracker.experiment_name!r}: trials {created}")
     return 0
 

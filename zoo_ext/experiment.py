@@ -7,6 +7,8 @@ so nothing below the integration knows that rl_zoo3 exists.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -22,36 +24,134 @@ __all__ = ["Experiment"]
 class Experiment(Protocol):
     """One ``-optimize`` run: the env, the algorithm, the budget flags and how to build envs and models.
 
-    The study flags (``storage``, ``study_name``, ``sampler_seed``, ``max_total_trials``,
-    ``n_jobs``, ``pruner_used``) may be filled in or changed while the study is set up.
+    Read-only: what the study decides while it is set up comes back from
+    :func:`zoo_ext.study.create_study` as a :class:`~zoo_ext.study.StudySetup`, not written here.
     """
 
-    options: ZooOptions
-    #: The env's hyperparams entry (the config a trial's record is exported on top of).
-    config: dict[str, Any]
-    algo: str
-    env_id: str
-    seed: int
-    sampler_seed: int
-    n_envs: int
-    n_actions: int
-    n_timesteps: int
-    n_evaluations: int
-    n_eval_episodes: int
-    n_eval_envs: int
-    deterministic_eval: bool
-    device: Any
-    verbose: int
-    storage: str | None
-    study_name: str | None
-    n_trials: int
-    max_total_trials: int | None
-    n_jobs: int
-    n_startup_trials: int
-    log_folder: str
-    optimization_log_path: str | None
-    no_optim_plots: bool
-    pruner_used: str
+    @property
+    def options(self) -> ZooOptions:
+        """zoo_ext's resolved options."""
+        ...
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The env's hyperparams entry (the config a trial's record is exported on top of)."""
+        ...
+
+    @property
+    def algo(self) -> str:
+        """See rl_zoo3: the flag of the same name."""
+        ...
+
+    @property
+    def env_id(self) -> str:
+        """See rl_zoo3: the flag of the same name."""
+        ...
+
+    @property
+    def seed(self) -> int:
+        """The study's seed (``--seed``)."""
+        ...
+
+    @property
+    def n_envs(self) -> int:
+        """See rl_zoo3: the flag of the same name."""
+        ...
+
+    @property
+    def n_actions(self) -> int:
+        """See rl_zoo3: the flag of the same name."""
+        ...
+
+    @property
+    def n_timesteps(self) -> int:
+        """``-n``: env steps per training run."""
+        ...
+
+    @property
+    def n_evaluations(self) -> int:
+        """See rl_zoo3: the flag of the same name."""
+        ...
+
+    @property
+    def n_eval_episodes(self) -> int:
+        """See rl_zoo3: the flag of the same name."""
+        ...
+
+    @property
+    def n_eval_envs(self) -> int:
+        """See rl_zoo3: the flag of the same name."""
+        ...
+
+    @property
+    def deterministic_eval(self) -> bool:
+        """See rl_zoo3: the flag of the same name."""
+        ...
+
+    @property
+    def device(self) -> Any:
+        """See rl_zoo3: the flag of the same name."""
+        ...
+
+    @property
+    def verbose(self) -> int:
+        """See rl_zoo3: the flag of the same name."""
+        ...
+
+    @property
+    def storage(self) -> str | None:
+        """``--storage`` (a journal file in the log folder for ``--n-workers``), resolved."""
+        ...
+
+    @property
+    def study_name(self) -> str | None:
+        """``--study-name``, or the generated name of a resumable study."""
+        ...
+
+    @property
+    def n_trials(self) -> int:
+        """See rl_zoo3: the flag of the same name."""
+        ...
+
+    @property
+    def max_total_trials(self) -> int | None:
+        """See rl_zoo3: the flag of the same name."""
+        ...
+
+    @property
+    def n_jobs(self) -> int:
+        """See rl_zoo3: the flag of the same name."""
+        ...
+
+    @property
+    def n_startup_trials(self) -> int:
+        """See rl_zoo3: the flag of the same name."""
+        ...
+
+    @property
+    def log_folder(self) -> str:
+        """See rl_zoo3: the flag of the same name."""
+        ...
+
+    @property
+    def optimization_log_path(self) -> str | None:
+        """See rl_zoo3: the flag of the same name."""
+        ...
+
+    @property
+    def no_optim_plots(self) -> bool:
+        """See rl_zoo3: the flag of the same name."""
+        ...
+
+    @property
+    def tuned_config_path(self) -> Path:
+        """The zoo's own tuned hyperparams file for the algorithm (warm start, baseline)."""
+        ...
+
+    @property
+    def worker_main(self) -> Callable[[], object]:
+        """What a forked worker runs: the zoo's ``train()``, as the worker command would."""
+        ...
 
     @property
     def algo_class(self) -> type[BaseAlgorithm]:

@@ -20,9 +20,10 @@ import types
 from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from zoo_ext import adapter
+from zoo_ext.attrs import TrialAttr
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -134,16 +135,32 @@ class ZooArgumentParser(argparse.ArgumentParser):
     def parse_known_args(  # type: ignore[override]
         self, args: Any = None, namespace: Any = None
     ) -> tuple[argparse.Namespace, list[str]]:
+        from zoo_ext.errors import ZooExtError
+
         if not self._zoo_ext_added:
             from zoo_ext import options
 
             self._zoo_ext_added = True
             options.add_arguments(self, adapter.store_dict_action())
-        return super().parse_known_args(args, namespace)
+        try:
+            return super().parse_known_args(args, namespace)
+        except ZooExtError as exc:  # a bad -params/--sampler-kwargs value, refused by the key:value action
+            exit_with_error(exc)
+
+
+def exit_with_error(exc: Exception) -> NoReturn:
+    """Print ``exc`` as ``zoo_ext: error: ...`` (like argparse) and exit with status 2, a usage error.
+
+    Only the command-line layers call it (this module and :mod:`zoo_ext.cli`): below them a
+    :class:`~zoo_ext.errors.ZooExtError` is raised, never an exit.
+    """
+    print(f"zoo_ext: error: {exc}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def _read_hyperparameters(self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     from zoo_ext import options, record, storage
+    from zoo_ext.errors import ZooExtError
 
     trial_id = self.trial_id
     seeded_by: int | None = None  # the trial whose seed this run uses
@@ -186,11 +203,11 @@ def _read_hyperparameters(self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
                 from stable_baselines3.common.utils import set_random_seed
 
                 # The manager seeds the model and the envs with self.seed; args.yml records args.seed.
-                self.seed = self.args.seed = int(trial.user_attrs["seed"])
+                self.seed = self.args.seed = int(trial.user_attrs[TrialAttr.SEED])
                 set_random_seed(self.seed)
                 seeded_by = trial_id
-    except (options.OptionError, record.RecordError, storage.StudyError, KeyError) as exc:
-        options.exit_with_error(exc)
+    except (ZooExtError, KeyError) as exc:
+        exit_with_error(exc)
     if not _print_seed_line(self.seed, seeded_by) and seeded_by is not None:  # the stock line was printed already
         _logger.info("Seed: %d, the one trial %d trained with (--seed overrides it)", self.seed, seeded_by)
     return hyperparams, saved
@@ -208,8 +225,14 @@ def trial_id_given() -> bool:
 
 def _hyperparameters_optimization(self: Any) -> None:
     from zoo_ext import study
+    from zoo_ext.errors import ZooExtError
 
-    study.optimize(ZooExperiment(self))
+    try:
+        status = study.optimize(ZooExperiment(self))
+    except ZooExtError as exc:
+        exit_with_error(exc)
+    if status:
+        raise SystemExit(status)
 
 
 def _save_config(self: Any, saved_hyperparams: dict[str, Any]) -> None:
@@ -230,7 +253,7 @@ def _save_config(self: Any, saved_hyperparams: dict[str, Any]) -> None:
 
 
 class ZooExperiment:
-    """View of a set-up ``ExperimentManager``: everything a study and a trial need (study flags may be filled in)."""
+    """View of a set-up ``ExperimentManager``: everything a study and a trial need; read-only once built."""
 
     def __init__(self, manager: Any) -> None:
         self._m = manager
@@ -239,8 +262,6 @@ class ZooExperiment:
         self.algo: str = manager.algo
         self.env_id: str = manager.env_name.gym_id
         self.seed: int = manager.seed
-        #: The Optuna sampler's seed: ``seed`` unless this process joins an existing study.
-        self.sampler_seed: int = manager.seed
         self.n_envs: int = 1 if manager.algo == "ars" else manager.n_envs
         self.n_actions: int = manager.n_actions
         self.n_timesteps: int = manager.n_timesteps
@@ -260,8 +281,14 @@ class ZooExperiment:
         self.optimization_log_path: str | None = manager.optimization_log_path
         self.no_optim_plots: bool = manager.no_optim_plots
         self.args: argparse.Namespace = manager.args
-        #: The pruner the study runs with (``none`` for several objectives), set when it is built.
-        self.pruner_used: str = self.options.pruner
+        self.tuned_config_path: Path = adapter.default_config_path(self.algo)
+        self.worker_main: Callable[[], object] = adapter.run_train
+        self._frozen = True
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if getattr(self, "_frozen", False):
+            raise AttributeError(f"the experiment is read-only once built: cannot set {name!r}")
+        super().__setattr__(name, value)
 
     @property
     def algo_class(self) -> type[BaseAlgorithm]:

@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from zoo_ext import storage
+from zoo_ext.statistics import best_of
 
 __all__ = ["LiveProgress", "Piped", "Relay", "Snapshot", "StudyProgress", "describe", "live", "shown"]
 
@@ -135,7 +136,7 @@ def _best(trials: Iterable[FrozenTrial], direction: StudyDirection) -> float | N
     values = [t.values[0] for t in trials if t.state == TrialState.COMPLETE and t.values]
     if not values:
         return None
-    return max(values) if direction == StudyDirection.MAXIMIZE else min(values)
+    return best_of(values, direction)
 
 
 def shown(no_progress: bool, stream: IO[str] | None = None) -> bool:

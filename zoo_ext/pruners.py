@@ -24,6 +24,7 @@ import optuna
 
 from zoo_ext.hub import HUB_PREFIX, load_hub_class, parse_hub_spec
 from zoo_ext.registry import Registry, build, check_kwargs, kwargs_target
+from zoo_ext.statistics import sign
 
 if TYPE_CHECKING:
     from optuna.pruners import BasePruner
@@ -118,8 +119,8 @@ class RacingPruner(optuna.pruners.BasePruner):
         best_scores = list(best.intermediate_values.values())
         if not best_scores or not all(math.isfinite(v) for v in [*scores, *best_scores]):
             return False
-        sign = 1.0 if study.direction == optuna.study.StudyDirection.MAXIMIZE else -1.0
-        if max(sign * v for v in scores) < min(sign * v for v in best_scores):
+        better = sign(study.direction)
+        if max(better * v for v in scores) < min(better * v for v in best_scores):
             return True
         return self._wilcoxon.prune(study, trial)
 

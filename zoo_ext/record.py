@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from zoo_ext.attrs import TrialAttr
 from zoo_ext.errors import BadInputError
 from zoo_ext.registry import DottedPathError, import_dotted, is_dotted_path
 
@@ -26,8 +27,8 @@ if TYPE_CHECKING:
 
 __all__ = ["NOISE_CLASSES", "RecordError", "encode", "merge", "plain", "to_zoo", "trial_hyperparams", "zoo_entry"]
 
-RECORD_ATTR = "hyperparams"
-SPACE_ATTR = "search_space"
+RECORD_ATTR = TrialAttr.RECORD
+SPACE_ATTR = TrialAttr.SEARCH_SPACE
 #: rl_zoo3's ``noise_type`` names for SB3's action noise classes.
 NOISE_CLASSES = {"NormalActionNoise": "normal", "OrnsteinUhlenbeckActionNoise": "ornstein-uhlenbeck"}
 # Names the zoo's preprocessing evaluates ``policy_kwargs`` strings with (rl_zoo3.exp_manager globals).

@@ -20,6 +20,8 @@ import numpy as np
 import optuna
 
 from zoo_ext import storage
+from zoo_ext.attrs import StudyAttr, TrialAttr
+from zoo_ext.statistics import sign
 
 __all__ = ["PLOTS", "describe_best", "importance_evaluator", "pareto_table", "pick", "write_report"]
 
@@ -85,7 +87,7 @@ def _minimized(study: optuna.Study) -> optuna.Study:
     rates what it takes to reach *low* values: maximised objectives are negated here, so their
     importances are those of reaching high values. Objective names become the legend.
     """
-    signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
+    signs = [-sign(d) for d in study.directions]
     with storage.quiet_optuna(), storage.experimental():
         view = optuna.create_study(study_name=f"{study.study_name}-minimized", directions=["minimize"] * len(signs))
         view.set_metric_names(objective_names(study))
@@ -142,7 +144,7 @@ def write_report(study: optuna.Study, folder: Path, *, plots: bool = True, trial
 
 def objective_names(study: optuna.Study) -> list[str]:
     """Return the study's objective names (``value`` / ``value_<i>`` for studies made without them)."""
-    names = study.user_attrs.get("objectives")
+    names = study.user_attrs.get(StudyAttr.OBJECTIVES)
     if names and len(names) == len(study.directions):
         return list(names)
     return ["value"] if len(study.directions) == 1 else [f"value_{i}" for i in range(len(study.directions))]
@@ -159,7 +161,7 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def pareto_table(study: optuna.Study) -> str:
     """Return the Pareto-optimal trials as a table: number, each objective, test score if any."""
     names = objective_names(study)
-    tests = study.user_attrs.get("test_scores", {})
+    tests = study.user_attrs.get(StudyAttr.TEST_SCORES, {})
     header = ["trial", *[f"{n} ({d.name.lower()[:3]})" for n, d in zip(names, study.directions, strict=False)]]
     if tests:
         header.append(f"test {names[0]}")
@@ -183,8 +185,8 @@ def describe_best(study: optuna.Study) -> str:
     lines = [f"Best trial: {trial.number}", f"Value:  {trial.value}", "Params: "]
     lines += [f"    {key}: {value}" for key, value in trial.params.items()]
     lines.append("Hyperparams: ")
-    lines += [f"    {key}: {value}" for key, value in trial.user_attrs.get("hyperparams", {}).items()]
-    tests = study.user_attrs.get("test_scores", {})
+    lines += [f"    {key}: {value}" for key, value in trial.user_attrs.get(TrialAttr.RECORD, {}).items()]
+    tests = study.user_attrs.get(StudyAttr.TEST_SCORES, {})
     if tests:
         lines.append("Re-evaluated on fresh seeds (tuning value -> test score):")
         for number, scores in sorted(((k, v) for k, v in tests.items() if k.isdigit()), key=lambda kv: int(kv[0])):
@@ -202,9 +204,9 @@ def pick(study: optuna.Study, how: str | None) -> int:
     re-evaluation score (``--reevaluate-top``); an objective name: the Pareto trial best on it.
     """
     names = objective_names(study)
-    maximize = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
+    maximize = [sign(d) > 0 for d in study.directions]
     if how == "test":
-        tests = study.user_attrs.get("test_scores")
+        tests = study.user_attrs.get(StudyAttr.TEST_SCORES)
         if not tests:
             raise ValueError("no test scores: run the study with --reevaluate-top K")
         sign = 1.0 if maximize[0] else -1.0

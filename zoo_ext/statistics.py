@@ -1,9 +1,10 @@
 """Robust statistics of a few training runs, as rliable reports them (Agarwal et al., NeurIPS 2021).
 
-Pure functions of per-seed scores: the median, the interquartile mean (IQM), a 95% bootstrap
-confidence interval of the IQM, and the probability of improvement of one configuration over
-another. A study tunes one task (one env), so rliable's stratified bootstrap, which resamples the
-runs within each task, has one stratum: it resamples the seeds' scores with replacement.
+Pure functions of per-seed scores: which direction is better (:func:`sign`), the median, the
+interquartile mean (IQM), a 95% bootstrap confidence interval of the IQM, and the probability of
+improvement of one configuration over another. A study tunes one task (one env), so rliable's
+stratified bootstrap, which resamples the runs within each task, has one stratum: it resamples
+the seeds' scores with replacement.
 """
 
 from __future__ import annotations
@@ -13,10 +14,42 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["N_RESAMPLES", "describe", "iqm", "iqm_ci", "median", "probability_of_improvement"]
+__all__ = [
+    "N_RESAMPLES",
+    "best_of",
+    "describe",
+    "iqm",
+    "iqm_ci",
+    "is_better",
+    "median",
+    "probability_of_improvement",
+    "sign",
+]
 
 #: Bootstrap resamples of :func:`iqm_ci` (scipy's default).
 N_RESAMPLES = 9999
+
+
+def sign(direction: Any) -> float:
+    """Return 1.0 for a maximized objective and -1.0 for a minimized one: ``sign * value`` is larger when better.
+
+    ``direction``: an Optuna ``StudyDirection`` or its name (``"maximize"``, ``"minimize"``); the one
+    place zoo_ext works out which way is better.
+    """
+    name = str(getattr(direction, "name", direction)).lower()
+    if name not in ("maximize", "minimize"):
+        raise ValueError(f"not an objective direction: {direction!r}")
+    return 1.0 if name == "maximize" else -1.0
+
+
+def is_better(value: float, than: float, direction: Any) -> bool:
+    """Return True if ``value`` is strictly better than ``than`` under ``direction`` (see :func:`sign`)."""
+    return sign(direction) * value > sign(direction) * than
+
+
+def best_of(values: Sequence[float], direction: Any) -> float:
+    """Return the best of ``values`` under ``direction`` (see :func:`sign`)."""
+    return max(values, key=lambda v: sign(direction) * v)
 
 
 def median(values: Sequence[float]) -> float:

@@ -18,6 +18,7 @@ only while it runs no other thread; where it cannot (another platform, a thread 
 workers are started as new processes running the worker command. A forked worker ends by
 ``os._exit`` after its own exit handlers (not the launcher's it inherited), skipping the
 interpreter's teardown (seconds with torch loaded) that the launcher would otherwise wait for.
+SIGINT and SIGTERM become an exception by :mod:`zoo_ext.signals` (re-exported here).
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import IO, Any, NoReturn, Protocol
+
+from zoo_ext.signals import Interrupted, signals_interrupt
+from zoo_ext.signals import _importing as _importing
 
 __all__ = [
     "WORKER_ENV",
@@ -399,82 +403,3 @@ def _ended(status: int) -> str:
         return f"was killed by {signal.Signals(-status).name}"
     except ValueError:
         return f"was killed by signal {-status}"
-
-
-class Interrupted(KeyboardInterrupt):
-    """Raised in the main thread by SIGTERM (or SIGINT) inside :func:`signals_interrupt`; names the signal."""
-
-    def __init__(self, signal_name: str) -> None:
-        super().__init__(signal_name)
-        self.signal_name = signal_name
-
-
-def _importing(frame: Any) -> bool:
-    """Return True if ``frame`` (the main thread's, when a signal arrives) is inside importlib's machinery."""
-    while frame is not None:
-        if frame.f_code.co_filename.startswith("<frozen importlib"):
-            return True
-        frame = frame.f_back
-    return False
-
-
-@contextlib.contextmanager
-def signals_interrupt() -> Iterator[None]:
-    """Turn the first SIGINT or SIGTERM into :class:`Interrupted` while the block runs; ignore later ones.
-
-    SIGTERM (a scheduler's pre-emption, ``kill``) would otherwise end the process on the spot,
-    leaving its trial RUNNING and its MLflow run open; as an interrupt, the trial is recorded as
-    failed with the signal as reason and its MLflow run closed as KILLED. Later signals are
-    ignored so that this recording is not itself interrupted (SIGKILL still ends the process).
-    A signal landing where its exception would be lost (inside an import, or a finalizer whose
-    exception Python prints and drops) is delivered again 50 ms later.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    stopping = False
-
-    def deliver_again(signum: int) -> None:
-        threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
-
-    def interrupt(signum: int, frame: object) -> None:
-        nonlocal stopping
-        name = signal.Signals(signum).name
-        if stopping:  # e.g. Ctrl-C reaching a worker directly and again through its launcher
-            _logger.warning("%s: already stopping, recording the running trial", name)
-            return
-        if _importing(frame):
-            # Raised inside importlib, the exception can leave the global import lock held: every other
-            # thread (MLflow's, the progress line's) would then wait forever on its next import. Deliver it again.
-            deliver_again(signum)
-            return
-        stopping = True
-        raise Interrupted(name)
-
-    previous_unraisable = sys.unraisablehook
-
-    def unraisable(record: sys.UnraisableHookArgs) -> None:
-        # Raised inside a finalizer (``__del__``, a weakref callback, run by the garbage collector
-        # anywhere), the exception is printed and dropped: the process would carry on, ignoring
-        # every later signal. Deliver it again, to land outside the finalizer.
-        nonlocal stopping
-        if isinstance(record.exc_value, Interrupted) and stopping:
-            stopping = False
-            _logger.warning("%s arrived inside a finalizer; delivering it again", record.exc_value.signal_name)
-            deliver_again(signal.Signals[record.exc_value.signal_name])
-            return
-        previous_unraisable(record)
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-    sys.unraisablehook = unraisable
-    try:
-        yield
-    finally:
-        sys.unraisablehook = previous_unraisable
-        # Once interrupted the process is stopping: the handler stays, so a signal arriving while it
-        # writes its summary and exits (Ctrl-C reaches a worker from the terminal and its launcher)
-        # is ignored, and the process ends with its own exit status, 130 or 143.
-        if not stopping:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)

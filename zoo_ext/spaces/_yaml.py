@@ -77,33 +77,30 @@ A key repeated in one mapping is an error.
 The structure (sections, fields, types, ranges) is checked by the pydantic models of
 :mod:`zoo_ext.spaces._schema`, whose JSON Schema ``python -m zoo_ext schema`` prints for editors;
 this module checks the rest: names, destinations, conditions on earlier parameters, expressions
-and imports.
+(against the allow-list of :mod:`zoo_ext.spaces._yaml_expr`) and imports, and builds the
+:class:`YamlSearchSpace` of :mod:`zoo_ext.spaces._yaml_space`.
 """
 
 from __future__ import annotations
 
 import ast
-import copy
 import difflib
 import keyword
 import logging
-import math
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 from types import CodeType
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from zoo_ext.adapter import linear_schedule
 from zoo_ext.registry import DottedPathError, import_dotted, is_dotted_path
-from zoo_ext.spaces._probe import InvalidSearchSpaceError, accepted_kwargs
+from zoo_ext.spaces._probe import accepted_kwargs
+from zoo_ext.spaces._yaml_expr import ALLOWED, CONTEXT, RESERVED_NAMES, refused
+from zoo_ext.spaces._yaml_space import Expr, Fixed, Param, SpaceFileError, When, YamlSearchSpace, same
 
 if TYPE_CHECKING:
-    import optuna
-
     from zoo_ext.spaces import _schema
 
 __all__ = ["SpaceFileError", "YamlSearchSpace", "is_space_file", "load_space_file"]
@@ -113,91 +110,9 @@ logger = logging.getLogger(__name__)
 _RESERVED_ATTRS = ("hyperparams", "search_space")  # user attrs zoo_ext writes itself (zoo_ext.record)
 
 
-class SpaceFileError(InvalidSearchSpaceError):
-    """Raised for a search-space file that cannot be used; the message is ``"{path}: {key}: {reason}"``."""
-
-    def __init__(self, path: str | Path, key: str, reason: str) -> None:
-        super().__init__(str(path), key, reason)
-        self.path = str(path)
-        self.key = key
-        self.reason = reason
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.key}: {self.reason}"
-
-
 def is_space_file(name: str) -> bool:
     """Return True when ``name`` is a YAML file name (``.yml`` or ``.yaml``)."""
     return name.lower().endswith((".yml", ".yaml"))
-
-
-# --- expression namespace ----------------------------------------------------------------------
-
-
-def _pow2(x: int) -> int:
-    return int(2**x)
-
-
-_FUNCTIONS: dict[str, Any] = {
-    "min": min,
-    "max": max,
-    "round": round,
-    "int": int,
-    "float": float,
-    "abs": abs,
-    "bool": bool,
-    "len": len,
-    "sum": sum,
-    "dict": dict,
-    "list": list,
-    "tuple": tuple,
-    "range": range,
-    "str": str,
-    "log": math.log,
-    "exp": math.exp,
-    "sqrt": math.sqrt,
-    "linear": linear_schedule,
-    "pow2": _pow2,
-}
-_CONTEXT = ("n_envs", "n_actions", "additional_args")
-#: The only attributes an expression may read (mapping methods, e.g. ``additional_args.get('x')``).
-_ATTRIBUTES = frozenset({"get", "keys", "values", "items"})
-#: The only syntax an expression may use: no lambda, walrus, f-string or ``await``.
-_NODES: tuple[type[ast.AST], ...] = (
-    ast.Expression, ast.Constant, ast.Name, ast.Load, ast.Store, ast.Attribute, ast.Subscript, ast.Slice,
-    ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.comprehension,
-    ast.Tuple, ast.List, ast.Dict, ast.Set, ast.Starred, ast.Call, ast.keyword,
-    ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd,
-    ast.BinOp, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow,
-    ast.Compare, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn, ast.Is, ast.IsNot,
-    ast.IfExp,
-)  # fmt: skip
-_RESERVED_NAMES = frozenset(_FUNCTIONS) | frozenset(_CONTEXT)
-
-_TRANSFORM_FUNCTIONS: dict[str, Callable[[Any], Any]] = {
-    "one_minus": lambda x: 1 - x,
-    "pow2": _pow2,
-    "linear": linear_schedule,
-}
-
-
-_ALLOWED = (
-    f" (allowed: arithmetic, comparisons, and/or/not, if-else, literals, subscripts, comprehensions, calls of"
-    f" {', '.join(_FUNCTIONS)}, and attributes {', '.join(sorted(_ATTRIBUTES))})"
-)
-
-
-def _refused(node: ast.AST) -> str | None:
-    """Return what ``node`` does that an expression may not do, or None if it is allowed."""
-    if not isinstance(node, _NODES):
-        return f"{type(node).__name__} syntax"
-    if isinstance(node, ast.Attribute) and node.attr not in _ATTRIBUTES:
-        return f"attribute {node.attr!r}"
-    if isinstance(node, ast.Name) and node.id.startswith("__"):
-        return f"name {node.id!r}"
-    if isinstance(node, ast.comprehension) and node.is_async:
-        return "async for"
-    return None
 
 
 # --- YAML reading ----------------------------------------------------------------------------------
@@ -262,179 +177,6 @@ def _read(path: Path) -> dict[str, Any]:
     return data
 
 
-# --- parsed entries ----------------------------------------------------------------------------------
-
-_When = dict[str, tuple[Any, ...]]
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equality that keeps booleans apart from 0 and 1."""
-    return bool(a == b) and isinstance(a, bool) == isinstance(b, bool)
-
-
-def _active(when: _When, labels: Mapping[str, Any]) -> bool:
-    return all(key in labels and any(_same(labels[key], v) for v in values) for key, values in when.items())
-
-
-@dataclass
-class _Param:
-    key: str
-    type: str
-    low: float = 0.0
-    high: float = 0.0
-    log: bool = False
-    step: float | None = None
-    labels: tuple[Any, ...] = ()
-    values: tuple[Any, ...] = ()
-    transform: str | None = None
-    dest: tuple[str, ...] | None = None
-    when: _When = field(default_factory=dict)
-
-    def suggest(self, trial: optuna.Trial) -> Any:
-        """Return the Optuna value (the label, for a categorical)."""
-        if self.type == "float":
-            return trial.suggest_float(self.key, self.low, self.high, log=self.log, step=self.step)
-        if self.type == "int":
-            step = 1 if self.step is None else int(self.step)
-            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log, step=step)
-        return trial.suggest_categorical(self.key, list(self.labels))
-
-    def final(self, raw: Any) -> Any:
-        """Return the kwarg value of Optuna value ``raw``: mapped, then transformed."""
-        value = raw
-        if self.type == "categorical":
-            index = next(i for i, label in enumerate(self.labels) if _same(label, raw))
-            value = copy.deepcopy(self.values[index])
-        if self.transform is not None:
-            value = _TRANSFORM_FUNCTIONS[self.transform](value)
-        return value
-
-
-@dataclass
-class _Fixed:
-    key: str
-    dest: tuple[str, ...]
-    value: Any
-
-
-@dataclass
-class _Expr:
-    key: str
-    source: str
-    code: CodeType
-    dest: tuple[str, ...] | None
-    when: _When = field(default_factory=dict)
-
-    @property
-    def alias(self) -> str | None:
-        """The plain name later expressions see this value under, if any."""
-        return self.dest[0] if self.dest is not None and len(self.dest) == 1 else None
-
-
-# --- the space ----------------------------------------------------------------------------------------
-
-
-class YamlSearchSpace:
-    """A search space read from a YAML file; call it like any rl_zoo3 sampler."""
-
-    def __init__(
-        self,
-        path: Path,
-        name: str,
-        description: str,
-        algos: frozenset[str] | None,
-        params: list[_Param],
-        fixed: list[_Fixed],
-        derived: list[_Expr],
-        user_attrs: list[_Expr],
-    ) -> None:
-        self.path = path
-        self.name = name
-        self.__name__ = name
-        self.__doc__ = description
-        self.description = description.strip().splitlines()[0] if description.strip() else ""
-        self.algos = algos
-        self._params = params
-        self._fixed = fixed
-        self._derived = derived
-        self._user_attrs = user_attrs
-
-    def __repr__(self) -> str:
-        return f"YamlSearchSpace({self.name!r}, path={str(self.path)!r})"
-
-    @property
-    def param_names(self) -> tuple[str, ...]:
-        """Return the Optuna parameter names the file defines, in file order."""
-        return tuple(p.key for p in self._params)
-
-    def __call__(
-        self, trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]
-    ) -> dict[str, Any]:
-        """Return the constructor kwargs for ``trial``, suggesting only the active parameters."""
-        namespace: dict[str, Any] = {
-            "__builtins__": {},
-            **_FUNCTIONS,
-            "n_actions": n_actions,
-            "n_envs": n_envs,
-            "additional_args": additional_args,
-        }
-        labels: dict[str, Any] = {}
-        kwargs: dict[str, Any] = {}
-        for param in self._params:
-            if not _active(param.when, labels):
-                namespace[param.key] = None
-                continue
-            labels[param.key] = raw = param.suggest(trial)
-            namespace[param.key] = value = param.final(raw)
-            if param.dest is not None:
-                self._put(kwargs, param.dest, value, param.key)
-        for entry in self._fixed:
-            self._put(kwargs, entry.dest, copy.deepcopy(entry.value), entry.key)
-        for expr in self._derived:
-            alias = expr.alias
-            if not _active(expr.when, labels):
-                if alias is not None:
-                    namespace.setdefault(alias, None)
-                continue
-            value = self._eval(expr, namespace)
-            assert expr.dest is not None
-            self._put(kwargs, expr.dest, value, expr.key)
-            if alias is not None:
-                namespace[alias] = value
-        if self._user_attrs:
-            from zoo_ext.record import plain
-
-            for expr in self._user_attrs:
-                if _active(expr.when, labels):
-                    trial.set_user_attr(expr.key, plain(self._eval(expr, namespace)))
-        return kwargs
-
-    def _eval(self, expr: _Expr, namespace: dict[str, Any]) -> Any:
-        try:
-            return eval(expr.code, namespace)  # the file's own expression, no builtins
-        except Exception as exc:
-            raise SpaceFileError(
-                self.path, expr.key, f"expression {expr.source!r} raised {type(exc).__name__}: {exc}"
-            ) from exc
-
-    def _put(self, kwargs: dict[str, Any], dest: tuple[str, ...], value: Any, key: str) -> None:
-        node = kwargs
-        for depth, part in enumerate(dest[:-1]):
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                where = ".".join(dest[: depth + 1])
-                raise SpaceFileError(self.path, key, f"cannot nest into {where!r}, which holds {child!r}, not a dict")
-            node = child
-        leaf = dest[-1]
-        if leaf not in node:
-            node[leaf] = value
-        elif isinstance(node[leaf], dict) and isinstance(value, dict):
-            for sub_key, sub_value in value.items():
-                self._put(node[leaf], (str(sub_key),), sub_value, key)
-        else:
-            raise SpaceFileError(self.path, key, f"destination {'.'.join(dest)!r} is already set in this trial")
-
-
 # --- loading ------------------------------------------------------------------------------------------
 
 
@@ -445,7 +187,7 @@ class _Parser:
         self.path = path
         self.algo_class = algo_class
         self.all_param_keys = param_keys
-        self.params: dict[str, _Param] = {}
+        self.params: dict[str, Param] = {}
         self.derived_aliases: list[str] = []
 
     def fail(self, key: Any, reason: str) -> SpaceFileError:
@@ -467,8 +209,8 @@ class _Parser:
             )
         return parts
 
-    def when(self, key: str, value: Mapping[str, Any] | None) -> _When:
-        when: _When = {}
+    def when(self, key: str, value: Mapping[str, Any] | None) -> When:
+        when: When = {}
         for name, allowed in (value or {}).items():
             if name == key:
                 raise self.fail(key, "condition on itself: when may only name earlier parameters")
@@ -478,7 +220,7 @@ class _Parser:
             parent = self.params[name]
             if parent.type == "categorical":
                 for item in values:
-                    if not any(_same(item, label) for label in parent.labels):
+                    if not any(same(item, label) for label in parent.labels):
                         choices = ", ".join(map(repr, parent.labels))
                         raise self.fail(
                             key, f"condition value {item!r} is not a choice of {name!r} (choices: {choices})"
@@ -492,12 +234,12 @@ class _Parser:
         known = ", ".join(self.params) or "none"
         return f"condition on a missing parameter {name!r} (parameters defined before it: {known})"
 
-    def param(self, key: str, spec: _schema.FloatParam | _schema.IntParam | _schema.CategoricalParam) -> _Param:
+    def param(self, key: str, spec: _schema.FloatParam | _schema.IntParam | _schema.CategoricalParam) -> Param:
         if not key.isidentifier() or keyword.iskeyword(key):
             raise self.fail(key, "parameter names must be Python identifiers (expressions use them as names)")
-        if key in _RESERVED_NAMES:
+        if key in RESERVED_NAMES:
             raise self.fail(key, f"{key!r} is a reserved name in expressions; rename the parameter")
-        param = _Param(key, spec.type, transform=spec.transform)
+        param = Param(key, spec.type, transform=spec.transform)
         if spec.type == "categorical":
             param.labels = tuple(label for label, _ in spec.pairs)
             param.values = tuple(self.imported(key, value) for _, value in spec.pairs)
@@ -521,14 +263,14 @@ class _Parser:
             return {k: self.imported(key, item, what) for k, item in value.items()}
         return value
 
-    def expressions(self, section: Mapping[str, str | _schema.Entry], *, derived: bool) -> list[_Expr]:
+    def expressions(self, section: Mapping[str, str | _schema.Entry], *, derived: bool) -> list[Expr]:
         entries = []
         for key, spec in section.items():
             if not derived and (not key.isidentifier() or key in _RESERVED_ATTRS):
                 raise self.fail(key, f"user attribute names must be identifiers other than {_RESERVED_ATTRS}")
             source, when = (spec, {}) if isinstance(spec, str) else (spec.value, self.when(key, spec.when))
             code = self.compile_expr(key, source)
-            entry = _Expr(key, source, code, self.dest(key, key) if derived else None, when)
+            entry = Expr(key, source, code, self.dest(key, key) if derived else None, when)
             entries.append(entry)
             if derived and entry.alias is not None:
                 self.derived_aliases.append(entry.alias)
@@ -540,17 +282,17 @@ class _Parser:
         except SyntaxError as exc:
             raise self.fail(key, f"expression {source!r} does not compile: {exc.msg}") from exc
         bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
-        known = set(self.params) | set(self.derived_aliases) | _RESERVED_NAMES | bound
+        known = set(self.params) | set(self.derived_aliases) | RESERVED_NAMES | bound
         for node in ast.walk(tree):
-            refused = _refused(node)
-            if refused:
-                raise self.fail(key, f"expression {source!r} uses {refused}, which expressions may not use{_ALLOWED}")
+            why = refused(node)
+            if why:
+                raise self.fail(key, f"expression {source!r} uses {why}, which expressions may not use{ALLOWED}")
             if isinstance(node, ast.Name) and node.id not in known:
-                names = ", ".join([*self.params, *self.derived_aliases, *_CONTEXT])
+                names = ", ".join([*self.params, *self.derived_aliases, *CONTEXT])
                 raise self.fail(key, f"unknown name {node.id!r} in expression {source!r} (known: {names})")
         return compile(tree, f"<{self.path.name}: {key}>", "eval")
 
-    def check_duplicates(self, entries: list[tuple[str, tuple[str, ...] | None, _When]]) -> None:
+    def check_duplicates(self, entries: list[tuple[str, tuple[str, ...] | None, When]]) -> None:
         owners: dict[tuple[str, ...], str] = {}
         for key, dest, when in entries:
             if dest is None or when:
@@ -575,7 +317,7 @@ def load_space_file(path: str | Path, *, algo_class: type | None = None) -> Yaml
         raise SpaceFileError(file, exc.key, exc.reason) from None
     parser = _Parser(file, algo_class, set(spec.params or {}))
     params = [parser.params.setdefault(key, parser.param(key, p)) for key, p in (spec.params or {}).items()]
-    fixed = [_Fixed(key, parser.dest(key, key), parser.imported(key, value, "value"))
+    fixed = [Fixed(key, parser.dest(key, key), parser.imported(key, value, "value"))
              for key, value in (spec.fixed or {}).items()]  # fmt: skip
     derived = parser.expressions(spec.derived or {}, derived=True)
     user_attrs = parser.expressions(spec.user_attrs or {}, derived=False)

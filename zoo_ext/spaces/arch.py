@@ -13,6 +13,7 @@ from typing import Any
 
 import optuna
 
+from zoo_ext.attrs import TrialAttr
 from zoo_ext.spaces import _common as c
 
 __all__ = ["ALGOS", "BOUNDS", "sample"]
@@ -51,7 +52,7 @@ def sample(algo: str) -> Any:
         if "lstm_hidden_size" in b:
             policy_kwargs["lstm_hidden_size"] = c.pow2(trial, b, "lstm_hidden_size")
             policy_kwargs["enable_critic_lstm"] = trial.suggest_categorical("enable_critic_lstm", [False, True])
-        trial.set_user_attr("net_arch", net_arch)
+        trial.set_user_attr(TrialAttr.NET_ARCH, net_arch)
         return {"policy_kwargs": policy_kwargs}
 
     space.__name__ = f"arch_{algo}"

@@ -15,6 +15,7 @@ from typing import Any
 
 import optuna
 
+from zoo_ext.attrs import TrialAttr
 from zoo_ext.spaces import _common as c
 
 __all__ = ["ALGOS", "BOUNDS", "derive", "sample"]
@@ -63,7 +64,7 @@ def sample(algo: str) -> Any:
     def space(trial: optuna.Trial, n_actions: int, n_envs: int, additional_args: dict[str, Any]) -> dict[str, Any]:
         ratio = c.float_log(trial, b, "replay_ratio")
         train_freq, gradient_steps = derive(ratio, c.choice(trial, b, "train_freq"), n_envs)
-        trial.set_user_attr("replay_ratio", gradient_steps / (train_freq * n_envs))
+        trial.set_user_attr(TrialAttr.REPLAY_RATIO, gradient_steps / (train_freq * n_envs))
         kwargs: dict[str, Any] = {
             "train_freq": train_freq,
             "gradient_steps": gradient_steps,

@@ -7,14 +7,16 @@ it and set up its tracker (:mod:`._create`), run trials until the budget is spen
 best trials (:mod:`._reevaluate`), print the summary and write the reports (:mod:`._summary`).
 """
 
-from zoo_ext.study._create import create_study, create_tracker
+from zoo_ext.study._create import StudySetup, create_study, create_tracker
 from zoo_ext.study._launch import optimize
-from zoo_ext.study._loop import Outcome, consecutive_failures
+from zoo_ext.study._loop import Outcome
 from zoo_ext.study._resume import FINGERPRINT_ATTR, fingerprint, resolve_study
+from zoo_ext.study._rules import consecutive_failures
 
 __all__ = [
     "FINGERPRINT_ATTR",
     "Outcome",
+    "StudySetup",
     "consecutive_failures",
     "create_study",
     "create_tracker",

@@ -7,18 +7,21 @@ import logging
 import shlex
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import optuna
 import yaml
 
-from zoo_ext import adapter, options, storage, tracking, workers
+from zoo_ext import options, storage, tracking, workers
+from zoo_ext.attrs import StudyAttr, TrialAttr
+from zoo_ext.errors import ZooExtError
 from zoo_ext.objectives import resolve_objectives
 from zoo_ext.pruners import create_pruner
-from zoo_ext.registry import DottedPathError, FactoryError, UnknownNameError, did_you_mean
-from zoo_ext.samplers import HubError, create_sampler
+from zoo_ext.registry import did_you_mean
+from zoo_ext.samplers import create_sampler
 from zoo_ext.spaces import SEARCH_SPACES, SearchSpace
-from zoo_ext.spaces._probe import InvalidSearchSpaceError, SpaceInfo, accepted_kwargs, probe_space
+from zoo_ext.spaces._probe import SpaceInfo, accepted_kwargs, probe_space
 from zoo_ext.spaces._warm import warm_start
 from zoo_ext.study._resume import (
     FINGERPRINT_ATTR,
@@ -32,7 +35,7 @@ from zoo_ext.trial import Objective, merge_kwargs
 if TYPE_CHECKING:
     from zoo_ext.experiment import Experiment
 
-__all__ = ["budget", "create_study", "create_tracker"]
+__all__ = ["StudySetup", "budget", "create_study", "create_tracker"]
 
 _logger = logging.getLogger("zoo_ext.study")
 
@@ -40,8 +43,24 @@ _logger = logging.getLogger("zoo_ext.study")
 SINGLE_OBJECTIVE_SAMPLERS = ("CmaEsSampler",)
 
 
-def create_study(exp: Experiment) -> tuple[optuna.Study, Objective]:
-    """Return the (new or resumed) study and its objective; exit with status 2 on bad input."""
+@dataclass(frozen=True)
+class StudySetup:
+    """What :func:`create_study` decided: the study, its objective, and the settings this process runs it with."""
+
+    study: optuna.Study
+    objective: Objective
+    #: The pruner the study runs with: ``--pruner``, or ``none`` for several objectives.
+    pruner_used: str
+    #: This process's sampler seed: ``--seed`` if it created the study, its own if it joined one.
+    sampler_seed: int
+
+
+def create_study(exp: Experiment) -> StudySetup:
+    """Return the (new or resumed) study, its objective and the settings it runs with.
+
+    Raise a :class:`~zoo_ext.errors.ZooExtError` on bad input (before the storage is touched), an
+    unreachable storage or a study that may not be resumed with these settings.
+    """
     opts = exp.options
     try:
         objectives = resolve_objectives(opts.objectives)
@@ -81,16 +100,10 @@ def create_study(exp: Experiment) -> tuple[optuna.Study, Objective]:
             n_evaluations=n_steps,
             hub_registry=opts.hub_registry,
         )
-    except (
-        InvalidSearchSpaceError,
-        UnknownNameError,
-        DottedPathError,
-        FactoryError,
-        HubError,
-        ImportError,
-        options.OptionError,
-    ) as exc:
-        options.exit_with_error(exc)
+    except ImportError as exc:  # a sampler's or pruner's missing package
+        if isinstance(exc, ZooExtError):
+            raise
+        raise options.OptionError(str(exc)) from exc
     if exp.verbose > 0:
         preset = f"Preset: {opts.preset} - " if opts.preset else ""
         print(
@@ -105,17 +118,16 @@ def create_study(exp: Experiment) -> tuple[optuna.Study, Objective]:
             grace_period=opts.grace_period,
             retries=opts.trial_retries,
         )
-        study, created = _create_or_join(exp, backend, sampler, make_sampler, pruner, directions)
+        study, created, sampler_seed = _create_or_join(exp, backend, sampler, make_sampler, pruner, directions)
     except Exception as exc:  # noqa: BLE001 - any driver's connection error, reported without the password
-        options.exit_with_error(StorageError.of(exp.storage, exc))
+        raise StorageError.of(exp.storage, exc) from None
     requested = fingerprint(opts, exp.algo)
     if created:
         study.set_user_attr(FINGERPRINT_ATTR, requested)
     elif exp.storage is not None:
         check_resume(study.user_attrs, requested, opts, study_name=study.study_name, storage_url=exp.storage)
-    exp.pruner_used = pruner_name
     for trial in storage.fail_dead_local_trials(study, opts.trial_retries):
-        _logger.warning("trial %d failed: %s", trial.number, trial.user_attrs["fail_reason"])
+        _logger.warning("trial %d failed: %s", trial.number, trial.user_attrs[TrialAttr.FAIL_REASON])
     # Only the process that created the study warm-starts it (others may join before trial 0 exists).
     if opts.warm_start and created:
         _enqueue_warm_start(study, exp, info.distributions)
@@ -124,13 +136,13 @@ def create_study(exp: Experiment) -> tuple[optuna.Study, Objective]:
         flags = shlex.join(["--storage", where, "--study-name", study.study_name])
         print(f"Study {study.study_name!r} in {where}: run the same command (or {flags}) to resume it")
     if "command" not in study.user_attrs:
-        study.set_user_attr("command", storage.redact(" ".join(sys.orig_argv)))
-        study.set_user_attr("algo", exp.algo)
-        study.set_user_attr("env_id", exp.env_id)
-        study.set_user_attr("zoo_config", exp.config)
-        study.set_user_attr("zoo_ext_options", options.as_dict(opts))
-        study.set_user_attr("budget", budget(exp))
-        study.set_user_attr("objectives", list(opts.objectives))
+        study.set_user_attr(StudyAttr.COMMAND, storage.redact(" ".join(sys.orig_argv)))
+        study.set_user_attr(StudyAttr.ALGO, exp.algo)
+        study.set_user_attr(StudyAttr.ENV_ID, exp.env_id)
+        study.set_user_attr(StudyAttr.ZOO_CONFIG, exp.config)
+        study.set_user_attr(StudyAttr.OPTIONS, options.as_dict(opts))
+        study.set_user_attr(StudyAttr.BUDGET, budget(exp))
+        study.set_user_attr(StudyAttr.OBJECTIVES, list(opts.objectives))
     if tracking.UID_ATTR not in study.user_attrs:
         study.set_user_attr(tracking.UID_ATTR, tracking.study_uid(exp.storage, study.study_name))
     objective = Objective(
@@ -143,7 +155,7 @@ def create_study(exp: Experiment) -> tuple[optuna.Study, Objective]:
         objective_metric=opts.objective_metric,
         seed_racing=opts.seed_racing,
     )
-    return study, objective
+    return StudySetup(study, objective, pruner_used=pruner_name, sampler_seed=sampler_seed)
 
 
 def _check_config_keys(exp: Experiment) -> None:
@@ -191,8 +203,8 @@ def _create_or_join(
     make_sampler: Callable[..., optuna.samplers.BaseSampler],
     pruner: optuna.pruners.BasePruner,
     directions: list[str],
-) -> tuple[optuna.Study, bool]:
-    """Return the study and whether this process created it (``sampler``, seeded with ``--seed``) or joined it.
+) -> tuple[optuna.Study, bool, int]:
+    """Return the study, whether this process created it (``sampler``, seeded with ``--seed``), and its sampler seed.
 
     The storage decides atomically which process creates a study, so processes starting together
     cannot all believe they created it and sample with the same seed; a joining process samples
@@ -206,12 +218,12 @@ def _create_or_join(
             study_name=exp.study_name,
             directions=directions,  # type: ignore[arg-type]
         )
-        return study, True
+        return study, True, exp.seed
     except optuna.exceptions.DuplicatedStudyError:
-        exp.sampler_seed = joining_seed(exp.seed)
-        sampler = make_sampler(seed=exp.sampler_seed) if exp.sampler_seed != exp.seed else sampler
+        seed = joining_seed(exp.seed)
+        sampler = make_sampler(seed=seed) if seed != exp.seed else sampler
         study = optuna.load_study(study_name=str(exp.study_name), storage=backend, sampler=sampler, pruner=pruner)
-        return study, False
+        return study, False, seed
 
 
 def budget(exp: Experiment) -> dict[str, Any]:
@@ -263,11 +275,12 @@ def _announce(tracker: tracking.Tracker) -> None:
 
 
 def _enqueue_warm_start(study: optuna.Study, exp: Experiment, distributions: dict) -> None:
-    table = yaml.safe_load(adapter.default_config_path(exp.algo).read_text())
+    table = yaml.safe_load(exp.tuned_config_path.read_text())
     if exp.env_id not in table:
         _logger.warning("warm start: rl_zoo3 has no tuned %s hyperparameters for %s", exp.algo, exp.env_id)
         return
     warm = warm_start(table[exp.env_id], distributions)
-    study.enqueue_trial(warm.params, user_attrs={"warm_start": True})
-    study.set_user_attr("warm_start", {"represented": warm.represented, "not_represented": warm.not_represented})
+    study.enqueue_trial(warm.params, user_attrs={TrialAttr.WARM_START: True})
+    represented = {"represented": warm.represented, "not_represented": warm.not_represented}
+    study.set_user_attr(StudyAttr.WARM_START, represented)
     _logger.info("warm start: trial 0 uses rl_zoo3's tuned %s", ", ".join(warm.represented) or "nothing")

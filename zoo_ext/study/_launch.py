@@ -11,12 +11,11 @@ from typing import TYPE_CHECKING
 
 import optuna
 
-from zoo_ext import adapter, progress, storage, tracking, workers
-from zoo_ext.study._create import create_study, create_tracker
+from zoo_ext import progress, storage, tracking, workers
+from zoo_ext.study._create import StudySetup, create_study, create_tracker
 from zoo_ext.study._loop import Outcome, budget_total, n_finished, progress_line, recover, run_tracked
 from zoo_ext.study._reevaluate import reevaluate
 from zoo_ext.study._summary import summarize
-from zoo_ext.trial import Objective
 
 if TYPE_CHECKING:
     from zoo_ext.experiment import Experiment
@@ -26,29 +25,30 @@ __all__ = ["optimize"]
 _logger = logging.getLogger("zoo_ext.study")
 
 
-def optimize(exp: Experiment) -> None:
-    """Run the study with the zoo's budget flags, print and write the stock report; exit non-zero unless done.
+def optimize(exp: Experiment) -> int:
+    """Run the study with the zoo's budget flags, print and write the stock report; return the exit status.
 
-    Exit status 0 when the trial budget is spent or a stop rule (``--budget-steps``, ``--target-value``,
-    ``--patience``) ended the study, 130 (SIGINT) or 143 (SIGTERM) when interrupted, 1 when trials kept failing.
+    0 when the trial budget is spent or a stop rule (``--budget-steps``, ``--target-value``,
+    ``--patience``) ended the study, 130 (SIGINT) or 143 (SIGTERM) when interrupted, 1 when trials
+    kept failing or the budget was not done. Raises :class:`~zoo_ext.errors.ZooExtError` on bad input.
     """
     if exp.verbose > 0:
         print("Optimizing hyperparameters")
     if exp.options.n_workers > 1 and not workers.is_worker():
         study, outcome = _optimize_with_workers(exp)
     else:
-        study, objective = create_study(exp)
+        setup = create_study(exp)
+        study = setup.study
         tracker = create_tracker(exp, study)
         with workers.signals_interrupt(), progress_line(study, exp):
-            outcome = run_tracked(study, objective, tracker, exp)
+            outcome = run_tracked(study, setup.objective, tracker, exp, n_jobs=exp.n_jobs)
         if not workers.is_worker():
-            _finish(study, objective, tracker, exp, outcome)
+            _finish(setup, tracker, exp, outcome)
     if outcome.signal is not None:
         print(_interrupted_message(study.study_name, outcome.signal, exp), file=sys.stderr)
     elif outcome.failure is not None:
         print(f"zoo_ext: study {study.study_name!r} stopped: {outcome.failure}", file=sys.stderr)
-    if outcome.exit_code:
-        raise SystemExit(outcome.exit_code)
+    return outcome.exit_code
 
 
 def _interrupted_message(study_name: str, signal_name: str, exp: Experiment) -> str:
@@ -65,17 +65,12 @@ def _interrupted_message(study_name: str, signal_name: str, exp: Experiment) -> 
     )
 
 
-def _finish(
-    study: optuna.Study,
-    objective: Objective,
-    tracker: tracking.Tracker | None,
-    exp: Experiment,
-    outcome: Outcome,
-) -> None:
+def _finish(setup: StudySetup, tracker: tracking.Tracker | None, exp: Experiment, outcome: Outcome) -> None:
     """Re-evaluate (if asked and done), print the summary, write the reports, close the parent run."""
+    study = setup.study
     if exp.options.reevaluate_top and outcome.completed:
-        reevaluate(study, objective, tracker, exp.options.reevaluate_top, exp.options.eval_seeds)
-    report = summarize(study, exp)
+        reevaluate(study, setup.objective, tracker, exp.options.reevaluate_top, exp.options.eval_seeds)
+    report = summarize(study, exp, pruner=setup.pruner_used)
     if tracker is not None:
         tracker.close_stale_runs(study)
         tracker.log_study_artifacts(report)
@@ -96,20 +91,20 @@ def _optimize_with_workers(exp: Experiment) -> tuple[optuna.Study, Outcome]:
     # While the study is created, the forked workers import what their first model (torch._dynamo, imported by SB3's
     # first optimizer) and tracker need.
     preload = ["torch._dynamo", *([] if exp.options.no_mlflow else ["mlflow"])]
-    forked = workers.fork_workers(n - 1, adapter.run_train, preload=preload)
-    study, objective = create_study(exp)
+    forked = workers.fork_workers(n - 1, exp.worker_main, preload=preload)
+    setup = create_study(exp)
+    study = setup.study
     tracker = create_tracker(exp, study)
     total = budget_total(exp)
     threads = max(1, (os.cpu_count() or 1) // n)
     flags = [
         workers.worker_flags(storage=str(exp.storage), study_name=study.study_name,
-                             seed=(exp.sampler_seed + 7919 * i) % 2**31, max_total_trials=total, threads=threads)
+                             seed=(setup.sampler_seed + 7919 * i) % 2**31, max_total_trials=total, threads=threads)
         for i in range(1, n)
     ]  # fmt: skip
     where = storage.redact(str(exp.storage))
     print(f"Running {n} worker processes on study {study.study_name!r} ({where}), {total} trials")
     torch.set_num_threads(threads)
-    exp.n_jobs = 1
     line = progress_line(study, exp)  # drawn until every worker is done; their output is relayed above it
     relayed = isinstance(line, progress.LiveProgress)
     with (
@@ -121,7 +116,7 @@ def _optimize_with_workers(exp: Experiment) -> tuple[optuna.Study, Outcome]:
         ) as pool,
     ):
         relay.start(pool.processes)
-        outcome = run_tracked(study, objective, tracker, exp)
+        outcome = run_tracked(study, setup.objective, tracker, exp, n_jobs=1)
         if outcome.signal is not None:
             pool.interrupt(outcome.signal)
     if any(pool.exit_codes):
@@ -129,5 +124,5 @@ def _optimize_with_workers(exp: Experiment) -> tuple[optuna.Study, Outcome]:
     done = n_finished(study)
     if outcome.completed and outcome.stopped is None and done < total:
         outcome.failure = f"{done} of {total} trials finished; worker processes exited with {pool.exit_codes}"
-    _finish(study, objective, tracker, exp, outcome)
+    _finish(setup, tracker, exp, outcome)
     return study, outcome

@@ -13,38 +13,32 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.study import MaxTrialsCallback, StudyDirection
+from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from zoo_ext import progress, storage, tracking, workers
+from zoo_ext.attrs import FailKind, StudyAttr, TrialAttr, set_failure
+from zoo_ext.study._rules import consecutive_failures, env_steps_used, stop_rule
 from zoo_ext.trial import Objective, TrialFailed
 
 if TYPE_CHECKING:
     from zoo_ext.experiment import Experiment
-    from zoo_ext.options import ZooOptions
 
 __all__ = [
     "COUNTED_STATES",
     "STOP_ATTR",
     "Outcome",
-    "budget_steps_spent",
     "budget_total",
-    "consecutive_failures",
-    "env_steps_used",
     "n_counted",
     "n_finished",
-    "out_of_patience",
     "over_budget",
     "progress_line",
     "recover",
     "run_tracked",
-    "stop_rule",
-    "target_reached",
     "within_budget",
 ]
 
@@ -53,7 +47,7 @@ _logger = logging.getLogger("zoo_ext.study")
 #: Trial states that count towards the budget (``--n-trials``, ``--max-total-trials``), as in stock rl_zoo3.
 COUNTED_STATES = (TrialState.COMPLETE, TrialState.RUNNING, TrialState.PRUNED)
 #: Study user attribute: why a stop rule ended the study (None again once a resumed study runs to its trial budget).
-STOP_ATTR = "stop_reason"
+STOP_ATTR = StudyAttr.STOP_REASON
 
 
 @dataclass
@@ -89,16 +83,19 @@ def budget_total(exp: Experiment) -> int:
 
 
 def run_tracked(
-    study: optuna.Study, objective: Objective, tracker: tracking.Tracker | None, exp: Experiment
+    study: optuna.Study, objective: Objective, tracker: tracking.Tracker | None, exp: Experiment, *, n_jobs: int
 ) -> Outcome:
-    """Run this process's trials, logged to MLflow if ``tracker``; return how they ended."""
+    """Run this process's trials on ``n_jobs`` threads, logged to MLflow if ``tracker``; return how they ended.
+
+    A tracked trial saves its model in a temporary folder, for its MLflow run.
+    """
     with tempfile.TemporaryDirectory(prefix="zoo_ext_models_") as model_dir:
         run: Any = objective
         if tracker is not None:
-            objective.model_dir = Path(model_dir)
+            objective = objective.saving_models(Path(model_dir))
             run = tracking.TrackedObjective(objective, tracker, env_id=exp.env_id, config=exp.config)
         with _Recovery(study, tracker, exp):
-            return run_trials(study, run, objective, exp, tracker=tracker)
+            return run_trials(study, run, objective, exp, tracker=tracker, n_jobs=n_jobs)
 
 
 def progress_line(study: optuna.Study, exp: Experiment) -> contextlib.AbstractContextManager[Any]:
@@ -121,6 +118,7 @@ def run_trials(
     exp: Experiment,
     *,
     tracker: tracking.Tracker | None = None,
+    n_jobs: int = 1,
 ) -> Outcome:
     """Run trials until the study's budget is spent or a stop rule ends it; return how it ended.
 
@@ -151,10 +149,10 @@ def run_trials(
         MaxTrialsCallback(total, states=COUNTED_STATES),
         stop_early,
     ]
-    if exp.n_jobs == 1:  # with --n-jobs threads another thread's running trial would be frozen, never freed
+    if n_jobs == 1:  # with --n-jobs threads another thread's running trial would be frozen, never freed
         callbacks.append(_freeze_survivors)
     run = functools.partial(
-        study.optimize, within_budget(run_trial, total), n_jobs=exp.n_jobs, gc_after_trial=True,
+        study.optimize, within_budget(run_trial, total), n_jobs=n_jobs, gc_after_trial=True,
         catch=(TrialFailed,), callbacks=callbacks,
     )  # fmt: skip
     seen: dict[int, float] = {}
@@ -200,30 +198,6 @@ def _queue_interrupted(study: optuna.Study, numbers: Sequence[int], retries: int
             )  # fmt: skip
 
 
-def consecutive_failures(study: optuna.Study, limit: int) -> str | None:
-    """Return why the study must stop if its last ``limit`` finished trials all failed (None otherwise).
-
-    Trials failed by an interruption or a dead worker are skipped: they say nothing about the
-    configuration. ``limit`` 0 never stops.
-    """
-    if limit <= 0:
-        return None
-    failed: list[optuna.trial.FrozenTrial] = []
-    for trial in reversed(_finished(study)):
-        if trial.state != TrialState.FAIL:
-            break
-        if storage.is_external_failure(trial):
-            continue
-        failed.append(trial)
-        if len(failed) == limit:
-            last = failed[0]
-            return (
-                f"{limit} trials failed in a row (--max-consecutive-failures); the last, trial {last.number}: "
-                f"{last.user_attrs.get('fail_reason', 'no reason recorded')}"
-            )
-    return None
-
-
 def n_counted(study: optuna.Study) -> int:
     """Return the trials that count towards the budget: complete, pruned and running ones."""
     return len(study.get_trials(deepcopy=False, states=COUNTED_STATES))
@@ -247,7 +221,7 @@ def within_budget(run_trial: Callable[[optuna.Trial], Any], total: int) -> Calla
     """Return ``run_trial`` run only for a trial within the study's ``total`` trials (:func:`over_budget`).
 
     Two workers finishing together can both see one trial left and both create one: the later is
-    failed unrun (``fail_reason`` starting with :data:`storage.NOT_RUN`: no sampling, no MLflow
+    failed unrun (``fail_kind`` ``not_run``: no sampling, no MLflow
     run, not a failure of its configuration), so the study never trains more than its budget.
 
     Example::
@@ -257,8 +231,8 @@ def within_budget(run_trial: Callable[[optuna.Trial], Any], total: int) -> Calla
 
     def guarded(trial: optuna.Trial) -> Any:
         if over_budget(trial.study, trial.number, total):
-            reason = f"{storage.NOT_RUN}the study's {total} trials were taken by other workers first"
-            trial.set_user_attr("fail_reason", reason)
+            reason = f"not run: the study's {total} trials were taken by other workers first"
+            set_failure(trial.set_user_attr, FailKind.NOT_RUN, reason)
             raise TrialFailed(reason)
         return run_trial(trial)
 
@@ -276,110 +250,6 @@ def over_budget(study: optuna.Study, number: int, total: int) -> bool:
         return False
     states = (*COUNTED_STATES, TrialState.WAITING)
     return sum(t.number < number for t in study.get_trials(deepcopy=False, states=states)) >= total
-
-
-def _finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Return the study's finished trials in the order they finished."""
-    return _in_finish_order(study.get_trials(deepcopy=False))
-
-
-def _in_finish_order(trials: Sequence[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
-    return sorted(
-        (t for t in trials if t.state.is_finished()), key=lambda t: (t.datetime_complete or datetime.min, t.number)
-    )
-
-
-def stop_rule(study: optuna.Study, opts: ZooOptions) -> str | None:
-    """Return why a stop rule ends the study now (``--budget-steps``, ``--target-value``, ``--patience``), else None.
-
-    The trials are read once for all rules, and not at all when no rule is set.
-    """
-    if not (opts.budget_steps > 0 or opts.target_value is not None or opts.patience > 0):
-        return None
-    trials = study.get_trials(deepcopy=False)
-    finished = _in_finish_order(trials)
-    direction = study.directions[0]
-    return (
-        _budget_reason(trials, opts.budget_steps)
-        or _target_reason(finished, direction, opts.target_value)
-        or _patience_reason(finished, direction, opts.patience)
-    )
-
-
-def env_steps_used(study: optuna.Study) -> int:
-    """Return the env steps all trials of ``study`` trained: complete, pruned, failed and running ones.
-
-    A running trial counts what it trained by its last evaluation, so a killed worker's steps count too.
-    """
-    return storage.env_steps(study.get_trials(deepcopy=False))
-
-
-def budget_steps_spent(study: optuna.Study, budget: int) -> str | None:
-    """Return the stop reason once the study's trials used ``budget`` env steps (0: no budget), else None."""
-    return _budget_reason(study.get_trials(deepcopy=False), budget)
-
-
-def _budget_reason(trials: Sequence[optuna.trial.FrozenTrial], budget: int) -> str | None:
-    if budget <= 0:
-        return None
-    used = storage.env_steps(trials)
-    return f"budget-steps: {used} of {budget} env steps used" if used >= budget else None
-
-
-def _improves(value: float, than: float, direction: StudyDirection) -> bool:
-    return value > than if direction == StudyDirection.MAXIMIZE else value < than
-
-
-def target_reached(study: optuna.Study, target: float | None) -> str | None:
-    """Return the stop reason once a completed trial's first objective reached ``target`` (None: no target).
-
-    "Reached" follows the study's first direction: at least ``target`` when maximizing, at most when minimizing.
-    The reason names the first trial that reached it.
-    """
-    return _target_reason(_finished(study), study.directions[0], target)
-
-
-def _target_reason(
-    finished: Sequence[optuna.trial.FrozenTrial], direction: StudyDirection, target: float | None
-) -> str | None:
-    if target is None:
-        return None
-    for trial in finished:
-        if trial.state == TrialState.COMPLETE and trial.values and not _improves(target, trial.values[0], direction):
-            sign = ">=" if direction == StudyDirection.MAXIMIZE else "<="
-            return f"target-value: trial {trial.number} reached {trial.values[0]:g} {sign} {target:g}"
-    return None
-
-
-def out_of_patience(study: optuna.Study, patience: int) -> str | None:
-    """Return the stop reason once ``patience`` trials finished after the best one without beating it (0: never).
-
-    Counted in the order trials finished: completed, pruned and failed trials all count (each spent
-    budget without improving), except failures that say nothing about their configuration (an
-    interruption, a dead worker). Only a completed trial can improve the best, on the first
-    objective, strictly. The count starts at the first completed trial.
-    """
-    return _patience_reason(_finished(study), study.directions[0], patience)
-
-
-def _patience_reason(
-    finished: Sequence[optuna.trial.FrozenTrial], direction: StudyDirection, patience: int
-) -> str | None:
-    if patience <= 0:
-        return None
-    best: optuna.trial.FrozenTrial | None = None
-    since = 0
-    for trial in finished:
-        if trial.state == TrialState.FAIL and storage.is_external_failure(trial):
-            continue
-        complete = trial.state == TrialState.COMPLETE and bool(trial.values)
-        if complete and (best is None or _improves(trial.values[0], best.values[0], direction)):
-            best, since = trial, 0
-        elif best is not None:
-            since += 1
-    if best is None or since < patience:
-        return None
-    return f"patience: {since} trial{'s' if since > 1 else ''} without improving trial {best.number}"
 
 
 def _wait_for_running(
@@ -427,7 +297,7 @@ def recover(study: optuna.Study, tracker: tracking.Tracker | None, exp: Experime
         _logger.warning(
             "trial %d failed: %s (queued again unless its --trial-retries are spent)",
             trial.number,
-            trial.user_attrs.get("fail_reason", "its worker sent no heartbeat"),
+            trial.user_attrs.get(TrialAttr.FAIL_REASON, "its worker sent no heartbeat"),
         )
     return bool(failed)
 

@@ -16,10 +16,13 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from zoo_ext import adapter, options, record, statistics, storage, tracking
+from zoo_ext import options, record, statistics, storage, tracking
+from zoo_ext.attrs import StudyAttr, TrialAttr
 from zoo_ext.ceiling import fit_to_budget
 from zoo_ext.objectives import aggregate
-from zoo_ext.trial import Objective, train_run
+from zoo_ext.statistics import sign
+from zoo_ext.training import train_run
+from zoo_ext.trial import Objective
 
 if TYPE_CHECKING:
     from zoo_ext.experiment import Experiment
@@ -44,13 +47,14 @@ def _candidates(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]
         trials = study.best_trials
     else:
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    maximize = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    maximize = sign(study.directions[0]) > 0
     return sorted(trials, key=lambda t: t.values[0], reverse=maximize)[:top]
 
 
 def fresh_seeds(study: optuna.Study, study_seed: int, n: int) -> list[int]:
     """Return ``n`` seeds never used to train any trial of ``study`` (reproducible per study seed)."""
-    used = {s for t in study.get_trials(deepcopy=False) for s in t.user_attrs.get("seeds", [t.user_attrs.get("seed")])}
+    trials = study.get_trials(deepcopy=False)
+    used = {s for t in trials for s in t.user_attrs.get(TrialAttr.SEEDS, [t.user_attrs.get(TrialAttr.SEED)])}
     rng = np.random.default_rng([study_seed, 2**20])
     seeds: list[int] = []
     while len(seeds) < n:
@@ -97,7 +101,7 @@ def reevaluate(study: optuna.Study, objective: Objective, tracker: tracking.Trac
     exp = objective.exp
     _wait_for_local_trials(study)
     seeds = fresh_seeds(study, exp.seed, n)
-    tests = study.user_attrs.get("test_scores", {})
+    tests = study.user_attrs.get(StudyAttr.TEST_SCORES, {})
     todo = [t for t in _candidates(study, top) if str(t.number) not in tests]
     baseline_due = tests.get(BASELINE, {}).get("seeds") != seeds
     if not todo and not baseline_due and all("iqm" in entry for entry in tests.values()):
@@ -124,7 +128,7 @@ def baseline_config(exp: Experiment) -> tuple[str, dict[str, Any]]:
     (:data:`SB3_DEFAULTS`). Either way the env is built as the trials build it.
     """
     kwargs = exp.base_kwargs()
-    path = adapter.default_config_path(exp.algo)
+    path = exp.tuned_config_path
     table = yaml.safe_load(path.read_text()) if path.is_file() else None
     entry = table.get(exp.env_id) if isinstance(table, dict) else None
     if not isinstance(entry, dict):
@@ -167,12 +171,12 @@ def _reevaluate(
     ``baseline`` the same (no ``p_improvement``) with its ``kind``.
     """
     exp = objective.exp
-    tests = dict(study.user_attrs.get("test_scores", {}))
+    tests = dict(study.user_attrs.get(StudyAttr.TEST_SCORES, {}))
     for trial in todo:
         fixed = optuna.trial.FixedTrial(trial.params, number=trial.number)
         entry = _train_scores(objective, objective.sample(fixed), seeds)  # type: ignore[arg-type]
         tests[str(trial.number)] = entry
-        study.set_user_attr("test_scores", tests)
+        study.set_user_attr(StudyAttr.TEST_SCORES, tests)
         if tracker is not None:
             tracker.log_test_scores(trial.number, entry["scores"], entry["aggregate"])
         _logger.info("trial %d re-evaluated on %d fresh seeds: %s", trial.number, len(seeds), entry["aggregate"])
@@ -186,10 +190,10 @@ def _reevaluate(
             _logger.warning("the baseline (%s) could not be trained (%s): the card has no baseline", kind, exc)
             tests.pop(BASELINE, None)
         else:
-            study.set_user_attr("test_scores", tests)
+            study.set_user_attr(StudyAttr.TEST_SCORES, tests)
             _logger.info("baseline (%s) trained on %d fresh seeds: %s", kind, len(seeds), tests[BASELINE]["aggregate"])
     tests = add_statistics(tests, objective.objectives, exp.seed)
-    study.set_user_attr("test_scores", tests)
+    study.set_user_attr(StudyAttr.TEST_SCORES, tests)
     names = [o.name for o in objective.objectives]
     title = f"study {study.study_name!r}: {exp.algo} on {exp.env_id}"
     print(card_text(tests, names, title))
@@ -214,7 +218,7 @@ def add_statistics(
         if key != BASELINE and baseline is not None:
             new["p_improvement"] = {
                 o.name: statistics.probability_of_improvement(
-                    scores[o.name], baseline["scores"][o.name], maximize=o.direction == "maximize"
+                    scores[o.name], baseline["scores"][o.name], maximize=sign(o.direction) > 0
                 )
                 for o in objectives
                 if o.name in scores and o.name in baseline["scores"]

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo_ext import options, storage, workers
+from zoo_ext.attrs import StudyAttr
 from zoo_ext.errors import StorageUnavailableError
 from zoo_ext.objectives import resolve_objectives
 from zoo_ext.spaces import SEARCH_SPACES
@@ -27,7 +28,7 @@ __all__ = [
 _logger = logging.getLogger("zoo_ext.study")
 
 #: Study user attribute holding what defines the study's parameters and values (see :func:`fingerprint`).
-FINGERPRINT_ATTR = "zoo_ext_fingerprint"
+FINGERPRINT_ATTR = StudyAttr.FINGERPRINT
 
 
 class StorageError(StorageUnavailableError, RuntimeError):
@@ -105,7 +106,7 @@ def resolve_study(
         except KeyError:
             return storage_url, study_name
         except Exception as exc:  # noqa: BLE001 - any driver's connection error, reported without the password
-            options.exit_with_error(StorageError.of(storage_url, exc))
+            raise StorageError.of(storage_url, exc) from None
         check_resume(attrs, print_, opts, study_name=study_name, storage_url=storage_url)
     return storage_url, study_name
 
@@ -113,9 +114,10 @@ def resolve_study(
 def check_resume(
     attrs: dict[str, Any], requested: dict[str, Any], opts: options.ZooOptions, *, study_name: str, storage_url: str
 ) -> None:
-    """Exit with status 2 if the study's stored fingerprint differs from ``requested``; log a sampler/pruner change.
+    """Raise :class:`~zoo_ext.storage.StudyError` if the study's stored fingerprint differs from ``requested``.
 
-    A study without a fingerprint (made by stock rl_zoo3) is joined as is.
+    A sampler or pruner change is allowed and logged; a study without a fingerprint (made by stock
+    rl_zoo3) is joined as is.
     """
     stored = attrs.get(FINGERPRINT_ATTR)
     if stored is not None:
@@ -125,14 +127,12 @@ def check_resume(
             if stored.get(key) != value
         ]
         if diffs:
-            options.exit_with_error(
-                options.OptionError(
-                    f"study {study_name!r} in {storage.redact(storage_url)} was made with {', '.join(diffs)}. These "
-                    "define its parameters and values, so it cannot be resumed with other ones: pass a new "
-                    "--study-name for a new study, or the study's own settings to resume it"
-                )
+            raise storage.StudyError(
+                f"study {study_name!r} in {storage.redact(storage_url)} was made with {', '.join(diffs)}. These "
+                "define its parameters and values, so it cannot be resumed with other ones: pass a new "
+                "--study-name for a new study, or the study's own settings to resume it"
             )
-    made = attrs.get("zoo_ext_options", {})
+    made = attrs.get(StudyAttr.OPTIONS, {})
     for key in ("sampler", "pruner"):
         if key in made and made[key] != getattr(opts, key):
             now = getattr(opts, key)

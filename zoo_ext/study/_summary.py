@@ -13,7 +13,9 @@ import optuna
 from optuna.trial import TrialState
 
 from zoo_ext import reports, storage
-from zoo_ext.study._loop import STOP_ATTR, env_steps_used
+from zoo_ext.attrs import StudyAttr, TrialAttr
+from zoo_ext.study._loop import STOP_ATTR
+from zoo_ext.study._rules import env_steps_used
 
 if TYPE_CHECKING:
     from zoo_ext.experiment import Experiment
@@ -23,8 +25,10 @@ __all__ = ["summarize"]
 _logger = logging.getLogger("zoo_ext.study")
 
 
-def summarize(study: optuna.Study, exp: Experiment) -> Path:
+def summarize(study: optuna.Study, exp: Experiment, *, pruner: str) -> Path:
     """Print the best trial, write the stock report (CSV, pickle) and the report folder; return the folder.
+
+    ``pruner``: the pruner the study ran with (named in the report's name, as stock names it).
 
     Also printed: the env steps the trials used (of ``--budget-steps``) and why a stop rule ended the study.
     """
@@ -39,11 +43,10 @@ def summarize(study: optuna.Study, exp: Experiment) -> Path:
     if stop_reason:
         print(f"Study stopped early: {stop_reason}")
     print(reports.describe_best(study))
-    warm = study.user_attrs.get("warm_start")
+    warm = study.user_attrs.get(StudyAttr.WARM_START)
     if warm:
         print(_describe_warm_start(study, warm))
     opts = exp.options
-    pruner = exp.pruner_used
     report_name = (
         (f"report_{exp.env_id}_{exp.n_trials}-trials-{exp.n_timesteps}-{opts.sampler}-{pruner}_{int(time.time())}")
         .replace(":", "_")
@@ -67,7 +70,7 @@ def summarize(study: optuna.Study, exp: Experiment) -> Path:
 
 def _describe_warm_start(study: optuna.Study, warm: dict[str, Any]) -> str:
     """Return the summary lines of the warm start: what trial 0 used, and whether it (or its retry) completed."""
-    runs = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("warm_start")]
+    runs = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(TrialAttr.WARM_START)]
     states = ", ".join(f"trial {t.number} {t.state.name}" for t in runs) or "not run"
     done = any(t.state == TrialState.COMPLETE for t in runs)
     used = ", ".join(warm["represented"]) or "nothing"
