@@ -14,7 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import STOCK, load, mlflow_store, optimize_args, run, start
+from helpers import STOCK, load, mlflow_store, optimize_args, run, start
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -98,10 +98,11 @@ def test_updates_left_by_a_dead_thread_run_on_flush() -> None:
 
     tracker.submit(kill_thread)
     study.optimize(objective, n_trials=3)  # queued behind the blocker
-    assert tracker._worker is not None and tracker._worker.queue.unfinished_tasks > 3
+    worker = tracker._queue.worker
+    assert worker is not None and worker.queue.unfinished_tasks > 3
     go.set()
-    tracker._worker.thread.join(30)
-    assert not tracker._worker.thread.is_alive()
+    worker.thread.join(30)
+    assert not worker.thread.is_alive()
     tracker.end_study(study=study)  # the caller runs what is left
     parents, by_number = _trial_runs(tracker.tracking_uri, experiment)
     _assert_logged(study, by_number, zoo=False)
@@ -118,6 +119,7 @@ def _args(n: int = 512, trials: int = 3) -> list[str]:
             "-params", "n_envs:1", "n_steps:32"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_small_study_sets_up_mlflow_while_trial_0_trains(workdir: Path) -> None:
     uri = f"sqlite:///{workdir / 'new.db'}"  # a new store: created by the tracking thread
     run([*STOCK, *_args()], workdir, env={"MLFLOW_TRACKING_URI": uri})
@@ -135,6 +137,7 @@ def test_small_study_sets_up_mlflow_while_trial_0_trains(workdir: Path) -> None:
     assert trial_0.timestamp() * 1000 < parent.info.start_time  # Optuna: naive local time
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_mid_study_leaves_every_finished_trial_logged(workdir: Path, sig: signal.Signals) -> None:
     uri = mlflow_store(workdir)
@@ -190,6 +193,7 @@ FLAKY = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("failure", ["outage", "error"])
 def test_a_store_failing_once_in_the_thread_loses_no_trial(workdir: Path, failure: str) -> None:
     uri = mlflow_store(workdir)

@@ -15,6 +15,7 @@ from typing import Any
 
 import optuna
 import pytest
+from helpers import mlflow_store
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
@@ -27,9 +28,8 @@ HUGE_VALUE = "v" * 7000
 
 @pytest.fixture(scope="module")
 def uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A new MLflow SQLite store, created through the tracker (under its file lock)."""
-    folder = tmp_path_factory.mktemp("store")
-    return f"sqlite:///{folder / 'mlflow.db'}"
+    """One MLflow SQLite store for the module, created before its first test (creating one takes seconds)."""
+    return mlflow_store(tmp_path_factory.mktemp("store"))
 
 
 @pytest.fixture(autouse=True)

@@ -170,9 +170,14 @@ def _imports(path: Path) -> set[str]:
 def test_the_package_is_layered_mapping_at_the_bottom() -> None:
     allowed = {
         "_mapping": set(),
-        "_client": {"_mapping"},
-        "_objective": {"_mapping", "_client"},
-        "_sync": {"_mapping", "_client", "_objective"},
+        "_connection": set(),
+        "_queue": {"_connection"},
+        "_names": {"_mapping", "_connection"},
+        "_study_run": {"_mapping", "_connection", "_names"},
+        "_trial_runs": {"_mapping", "_connection", "_names", "_study_run"},
+        "_tracker": {"_mapping", "_connection", "_queue", "_names", "_study_run", "_trial_runs"},
+        "_objective": {"_mapping", "_connection", "_trial_runs", "_tracker"},
+        "_sync": {"_mapping", "_study_run", "_tracker", "_objective"},
     }
     assert sorted(p.stem for p in PACKAGE.glob("*.py")) == ["__init__", *sorted(allowed)]
     forbidden = ("rl_zoo3", "stable_baselines3", "torch", "gymnasium", "zoo_ext.study", "zoo_ext.trial",

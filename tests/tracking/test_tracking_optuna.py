@@ -13,7 +13,7 @@ from typing import Any
 
 import optuna
 import pytest
-from conftest import ROOT, free_port, mlflow_store, run
+from helpers import ROOT, free_port, mlflow_store, run
 from mlflow import MlflowClient
 from mlflow.entities import Run
 from optuna.distributions import FloatDistribution
@@ -160,6 +160,7 @@ def test_the_last_process_to_log_leaves_the_study_as_it_is(uri: str) -> None:
     assert client.get_run(first.parent_run_id).data.metrics["best_value"] == 7.0
 
 
+@pytest.mark.slow
 def test_import_pulls_in_no_rl_library(tmp_path: Path) -> None:
     code = """
 import json, sys
@@ -176,6 +177,7 @@ print(json.dumps({"import": after_import, "study": [m for m in heavy if m in sys
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"import": [], "study": [], "on": True}
 
 
+@pytest.mark.slow
 def test_n_jobs_study_has_one_parent_and_a_run_per_trial_then_sync_logs_an_untracked_one(
     uri: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -232,6 +234,7 @@ def _readme_example() -> str:
     return match.group(1)
 
 
+@pytest.mark.slow
 def test_readme_example_runs_as_written(tmp_path: Path) -> None:
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (tmp_path / "example.py").write_text(_readme_example())

@@ -12,7 +12,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import STOCK, finish, load, mlflow_store, optimize_args, run, start
+from helpers import STOCK, finish, load, mlflow_store, optimize_args, run, start
 from mlflow import MlflowClient
 
 from zoo_ext import tracking

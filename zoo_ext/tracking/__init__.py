@@ -4,9 +4,14 @@ Modules, bottom to top (each imports only those below it):
 
 - ``_mapping``: Optuna → MLflow as pure functions: the run status of a trial state, keys MLflow
   accepts, a trial's params, metrics and tags, the study's progress (no client, no I/O);
-- ``_client``: the :class:`Tracker`: runs, the error policy (an outage switches tracking off, a
-  refused call is a warning), start-up, the store lock, the study's progress on its parent run,
-  and background mode (MLflow's import, the store and every update on one thread, flushed at the end);
+- ``_connection``: the ``MlflowClient``, the tracking URI and experiment, the store lock, and the
+  error policy (an outage switches tracking off with one warning, a refused call is a warning);
+- ``_queue``: background mode (MLflow's import, the store and every update on one thread, flushed at the end);
+- ``_names``: MLflow keys for a study's params, metrics and tags, and the renamed names saved on the parent run;
+- ``_study_run``: the parent run's story (found or created once, progress, best value(s), stop
+  reason, result card, artifacts) and the tags of the process that ran the study;
+- ``_trial_runs``: the trials' child runs (started, ended, the missing ones created or completed later);
+- ``_tracker``: the :class:`Tracker`, the one object the engine talks to, delegating to the modules above;
 - ``_objective``: objective wrappers giving each trial its run (:class:`TrackedObjective` for a
   zoo_ext RL study, :class:`RunPerTrial` for any objective);
 - ``_sync``: ``mlflow-sync``, the runs missing for a study's finished trials (and runs left open completed).
@@ -23,7 +28,6 @@ Plain Optuna studies use this package through :func:`zoo_ext.mlflow.track`.
 
 from __future__ import annotations
 
-from zoo_ext.tracking._client import Tracker, environment_tags, hyperparams_file, versions, yaml_dump
 from zoo_ext.tracking._mapping import (
     NAMES_ARTIFACT,
     NUMBER_TAG,
@@ -48,7 +52,10 @@ from zoo_ext.tracking._mapping import (
     value_names,
 )
 from zoo_ext.tracking._objective import Objective, RunPerTrial, TrackedObjective
+from zoo_ext.tracking._study_run import environment_tags, versions
 from zoo_ext.tracking._sync import OPTUNA_PACKAGES, sync_study, sync_tracker
+from zoo_ext.tracking._tracker import Tracker
+from zoo_ext.tracking._trial_runs import hyperparams_file, yaml_dump
 
 __all__ = [
     "NAMES_ARTIFACT",

@@ -1,7 +1,8 @@
 """Optuna → MLflow as pure functions: run status of a trial state, MLflow keys, a trial's params, metrics and tags,
 and the study's progress told on its parent run.
 
-Nothing here talks to MLflow or touches a file: the client (:mod:`._client`) sends what these functions return.
+Nothing here talks to MLflow or touches a file: the tracker (:mod:`._tracker` and its collaborators) sends what these
+functions return.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from zoo_ext import record
+from zoo_ext.attrs import StudyAttr, TrialAttr
 from zoo_ext.storage import redact
 
 #: MLflow run status of each final Optuna trial state.
@@ -34,9 +35,9 @@ STATUS = {
 ROLE_TAG = "zoo_ext.role"
 #: Identifies a study across storages (study names repeat); stored in the study's user attrs.
 UID_TAG = "zoo_ext.study_uid"
-UID_ATTR = "zoo_ext_uid"
+UID_ATTR = StudyAttr.UID
 #: Study user attribute holding the settings of :func:`zoo_ext.mlflow.track` (``mlflow-sync`` reads them).
-TRACK_ATTR = "zoo_ext_mlflow"
+TRACK_ATTR = StudyAttr.TRACK
 STUDY_TAG = "optuna.study_name"
 NUMBER_TAG = "optuna.trial_number"
 STATE_TAG = "optuna.trial_state"
@@ -45,7 +46,7 @@ NOTE_TAG = "mlflow.note.content"
 #: The parent run's artifact mapping renamed params, metrics and tags to their MLflow keys.
 NAMES_ARTIFACT = "mlflow_names.json"
 #: Trial user attributes of a zoo_ext study logged another way (params, metrics, artifact) rather than as tags.
-_NOT_TAGS = ("hyperparams", "evaluations", "per_seed")
+_NOT_TAGS = (TrialAttr.RECORD, TrialAttr.EVALUATIONS, TrialAttr.PER_SEED)
 #: MLflow's limits (``mlflow.utils.validation``): key length, param and tag value length.
 MAX_KEY = 250
 MAX_PARAM = 6000
@@ -200,7 +201,7 @@ def trial_params(trial: FrozenTrial | optuna.Trial, mapping: TrialMapping = ZOO)
     if not mapping.zoo:
         return params
     kwargs: dict[str, Any] = {}
-    flatten("", trial.user_attrs.get(record.RECORD_ATTR, {}), kwargs)
+    flatten("", trial.user_attrs.get(TrialAttr.RECORD, {}), kwargs)
     for key, value in kwargs.items():
         item = text(value)
         params[key if params.get(key, item) == item else f"kwargs.{key}"] = item
@@ -229,19 +230,19 @@ def trial_metrics(
     points: list[tuple[str, float, int]] = []
     attrs = trial.user_attrs
     if mapping.zoo:
-        for point in attrs.get("evaluations", []):
+        for point in attrs.get(TrialAttr.EVALUATIONS, []):
             for key in ("mean_reward", "std_reward"):
                 points.append((f"eval/{key}", float(point[key]), int(point["timesteps"])))
     elif mapping.intermediate_metric:
         name = mapping.intermediate_metric
         points += [(name, float(v), int(step)) for step, v in sorted(intermediate_values(trial).items())]
     if values is not None:
-        names = mapping.value_names or (attrs.get("objectives") if mapping.zoo else None) or ["mean_reward"]
+        names = mapping.value_names or (attrs.get(TrialAttr.OBJECTIVES) if mapping.zoo else None) or ["mean_reward"]
         points += [(str(name), float(v), 0) for name, v in zip(names, values, strict=False)]
-    train_time = attrs.get("train_time") if mapping.zoo else None
+    train_time = attrs.get(TrialAttr.TRAIN_TIME) if mapping.zoo else None
     if train_time:
         points.append(("train_time", float(train_time), 0))
-        timesteps = max((p["timesteps"] for p in attrs.get("evaluations", [])), default=0)
+        timesteps = max((p["timesteps"] for p in attrs.get(TrialAttr.EVALUATIONS, [])), default=0)
         if timesteps:
             points.append(("steps_per_second", timesteps / float(train_time), 0))
     points += [(key, float(v), 0) for key, v in attrs.items() if is_number(v) and not _logged_otherwise(key, mapping)]
@@ -260,9 +261,9 @@ def trial_tags(
     for key, value in trial.user_attrs.items():
         if not _logged_otherwise(key, mapping):
             tags[f"user_attr.{key}"] = text(value, MAX_TAG)
-    reason = trial.user_attrs.get("fail_reason", reason)
+    reason = trial.user_attrs.get(TrialAttr.FAIL_REASON, reason)
     if reason is not None:
-        tags["user_attr.fail_reason"] = text(reason, MAX_TAG)
+        tags[f"user_attr.{TrialAttr.FAIL_REASON}"] = text(reason, MAX_TAG)
         tags[NOTE_TAG] = text(f"FAILED: {reason}", MAX_TAG)
     return tags
 
@@ -271,7 +272,7 @@ def stale_reason(trial: FrozenTrial) -> str | None:
     """Return why a finished trial whose run was left open failed (its ``fail_reason``, else a dead worker), or None."""
     if trial.state != TrialState.FAIL:
         return None
-    return str(trial.user_attrs.get("fail_reason", "its worker stopped sending heartbeats (it died)"))
+    return str(trial.user_attrs.get(TrialAttr.FAIL_REASON, "its worker stopped sending heartbeats (it died)"))
 
 
 def study_params(study: optuna.Study) -> dict[str, Any]:
@@ -280,11 +281,12 @@ def study_params(study: optuna.Study) -> dict[str, Any]:
     params: dict[str, Any] = {
         "study_name": study.study_name,
         "directions": ",".join(d.name.lower() for d in study.directions),
-        "algo": attrs.get("algo"),
-        "env_id": attrs.get("env_id"),
-        "command": redact(str(attrs.get("command", ""))),
+        "algo": attrs.get(StudyAttr.ALGO),
+        "env_id": attrs.get(StudyAttr.ENV_ID),
+        "command": redact(str(attrs.get(StudyAttr.COMMAND, ""))),
     }
-    for prefix, attr in (("zoo_ext", "zoo_ext_options"), ("budget", "budget"), ("config", "zoo_config")):
+    sections = (("zoo_ext", StudyAttr.OPTIONS), ("budget", StudyAttr.BUDGET), ("config", StudyAttr.ZOO_CONFIG))
+    for prefix, attr in sections:
         flat: dict[str, Any] = {}
         flatten("", attrs.get(attr, {}), flat)
         params.update({f"{prefix}.{key}": value for key, value in flat.items()})
@@ -316,7 +318,7 @@ def told(study: optuna.Study, value: Any) -> tuple[list[float] | None, str | Non
 
 def objective_names(study: optuna.Study, mapping: TrialMapping) -> tuple[str, ...]:
     """Return the name of each objective of ``study``: the mapping's, else (zoo_ext) its attribute ``objectives``."""
-    names = mapping.value_names or (tuple(study.user_attrs.get("objectives") or ()) if mapping.zoo else ())
+    names = mapping.value_names or (tuple(study.user_attrs.get(StudyAttr.OBJECTIVES) or ()) if mapping.zoo else ())
     if len(names) == len(study.directions):
         return tuple(str(name) for name in names)
     return value_names("mean_reward" if mapping.zoo else "value", len(study.directions))

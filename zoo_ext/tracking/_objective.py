@@ -25,8 +25,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from zoo_ext.tracking._client import Tracker, first_line, hyperparams_file
+from zoo_ext.attrs import TrialAttr
+from zoo_ext.tracking._connection import first_line
 from zoo_ext.tracking._mapping import intermediate_values, told
+from zoo_ext.tracking._tracker import Tracker
+from zoo_ext.tracking._trial_runs import hyperparams_file
 
 _logger = logging.getLogger("zoo_ext.tracking")
 
@@ -112,7 +115,7 @@ class RunPerTrial:
     @staticmethod
     def _record(trial: optuna.Trial, reason: str) -> None:
         try:
-            trial.set_user_attr("fail_reason", reason)
+            trial.set_user_attr(TrialAttr.FAIL_REASON, reason)
         except Exception as exc:  # noqa: BLE001 - the objective's own error is the one to raise
             _logger.warning("trial %d: fail_reason not recorded (%s)", trial.number, first_line(exc))
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import optuna
 
+from zoo_ext.attrs import StudyAttr
 from zoo_ext.storage import StudyError
-from zoo_ext.tracking._client import Tracker, environment_tags
 from zoo_ext.tracking._mapping import (
     TRACK_ATTR,
     UID_ATTR,
@@ -17,6 +17,8 @@ from zoo_ext.tracking._mapping import (
     optuna_study_params,
     study_params,
 )
+from zoo_ext.tracking._study_run import environment_tags
+from zoo_ext.tracking._tracker import Tracker
 
 #: The packages whose versions tag the parent run of a plain Optuna study.
 OPTUNA_PACKAGES = ("zoo_ext", "optuna", "mlflow")
@@ -39,7 +41,7 @@ def sync_tracker(study: optuna.Study, *, tracking_uri: str | None, experiment: s
                           run_name=settings.get("run_name"), quiet=True)  # fmt: skip
         tracker.start_study(optuna_study_params(study, mapping), environment_tags(OPTUNA_PACKAGES))
         return tracker
-    if "zoo_config" not in attrs:
+    if StudyAttr.ZOO_CONFIG not in attrs:
         raise StudyError(
             f"study {name!r} was not created by zoo_ext: it records no env config (zoo_config), nor was it "
             "logged with zoo_ext.mlflow.track"
@@ -47,7 +49,7 @@ def sync_tracker(study: optuna.Study, *, tracking_uri: str | None, experiment: s
     if UID_ATTR not in attrs:
         raise StudyError(f"study {name!r} was not created by zoo_ext")
     tracker = Tracker(tracking_uri=tracking_uri,
-                      experiment=experiment or default_experiment_name(attrs["algo"], attrs["env_id"]),
+                      experiment=experiment or default_experiment_name(attrs[StudyAttr.ALGO], attrs[StudyAttr.ENV_ID]),
                       study_name=name, study_uid=attrs[UID_ATTR], quiet=True)  # fmt: skip
     tracker.start_study(study_params(study), environment_tags())
     return tracker
