@@ -1,104 +1,22 @@
-"""Shared helpers: run the stock rl_zoo3 command (or ``python -m zoo_ext``) in a subprocess."""
+"""Fixtures, and the check that fails an unmarked test over 5 s; the helpers are in ``helpers.py``."""
 
 from __future__ import annotations
 
-import contextlib
-import glob
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import optuna
 import pytest
-from mlflow import MlflowClient
-from optuna.trial import TrialState
+from helpers import LR_SPACE, Postgres, SlowCheck, mlflow_store
 
-ROOT = Path(__file__).resolve().parents[1]
-STOCK = [sys.executable, "-m", "rl_zoo3.train"]
+pytest_plugins = ["pytester"]
 
 
-def _env(cwd: Path, env: dict[str, str] | None) -> dict[str, str]:
-    """Return a clean, offline-friendly environment for a zoo run in ``cwd``."""
-    full_env = {
-        **os.environ,
-        "PYTHONUNBUFFERED": "1",
-        "OPTUNAHUB_CACHE_HOME": str(cwd / "optunahub-cache"),
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "OMP_NUM_THREADS": "1",
-        **(env or {}),
-    }
-    if "ZOO_EXT_DISABLE" not in (env or {}):
-        full_env.pop("ZOO_EXT_DISABLE", None)
-    return full_env
-
-
-def run(
-    cmd: Sequence[str],
-    cwd: Path,
-    *,
-    env: dict[str, str] | None = None,
-    timeout: float = 600,
-    check: bool = True,
-) -> subprocess.CompletedProcess[str]:
-    """Run ``cmd`` in ``cwd`` with a clean, offline-friendly environment; return its output."""
-    proc = subprocess.run(
-        list(cmd), cwd=cwd, env=_env(cwd, env), capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if check and proc.returncode != 0:
-        output = f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-6000:]}"
-        raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{output}")
-    return proc
-
-
-def start(
-    cmd: Sequence[str], cwd: Path, *, env: dict[str, str] | None = None, new_session: bool = False
-) -> subprocess.Popen[str]:
-    """Start ``cmd`` in ``cwd`` like :func:`run` does, without waiting; output is captured.
-
-    ``new_session``: in a process group of its own, which ``os.killpg`` can signal like a terminal's Ctrl-C.
-    """
-    return subprocess.Popen(
-        list(cmd),
-        cwd=cwd,
-        env=_env(cwd, env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=new_session,
-    )
-
-
-def optimize_args(algo: str, env_id: str, *, n: int = 256, trials: int = 2, seed: int = 3) -> list[str]:
-    """Return stock ``-optimize`` flags for a tiny study stored in ``study.log``."""
-    return [
-        "--algo", algo, "--env", env_id, "-optimize", "-n", str(n), "--n-trials", str(trials),
-        "--n-evaluations", "2", "--eval-episodes", "2", "--seed", str(seed), "--num-threads", "1",
-        "--storage", "study.log", "--study-name", "s", "--no-optim-plots",
-    ]  # fmt: skip
-
-
-def load(cwd: Path, name: str = "s") -> optuna.Study:
-    """Return the study a run in ``cwd`` wrote to ``study.log``."""
-    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(cwd / "study.log")))
-    return optuna.load_study(storage=storage, study_name=name)
-
-
-def mlflow_store(folder: Path) -> str:
-    """Create an MLflow SQLite store in ``folder`` (once: creation takes seconds) and return its URI."""
-    from mlflow import MlflowClient
-
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    MlflowClient(uri).search_experiments()
-    return uri
+def pytest_configure(config: pytest.Config) -> None:
+    config.pluginmanager.register(SlowCheck(), "zoo_ext-slow-check")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -106,6 +24,19 @@ def _mlflow_tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Every zoo run of the session logs to one MLflow store per test process (MLflow is on by default)."""
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_store(tmp_path_factory.mktemp("mlflow"))
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _first_optimizer_imported() -> None:
+    """Create one torch optimizer if the tests import torch: the first one imports ``torch._dynamo`` (seconds).
+
+    Paid here, in the session's set-up, rather than by whichever test happens to build the first model
+    (a test's call phase is what the 5 s check of :class:`helpers.SlowCheck` measures).
+    """
+    if "torch" in sys.modules:
+        import torch
+
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
 
 @pytest.fixture
@@ -121,123 +52,6 @@ def space_dir(tmp_path: Path) -> Path:
     return tmp_path
 
 
-#: A one-parameter space: every trial costs the same, so a test can kill a worker mid-trial.
-LR_SPACE = """\
-name: lr-only
-algos: [a2c]
-params:
-  learning_rate: {type: float, low: 0.0001, high: 0.001, log: true}
-"""
-
-
-def study_args(storage: str, name: str, *, n: int, total: int, seed: int = 1) -> list[str]:
-    """Return the command line every worker runs (identical on every host, seed included)."""
-    return ["--algo", "a2c", "--env", "CartPole-v1", "-optimize", "-n", str(n), "--n-trials", "100",
-            "--max-total-trials", str(total), "--n-evaluations", "2", "--eval-episodes", "2",
-            "--sampler", "random", "--pruner", "none", "--search-space", "lr.yml", "--seed", str(seed),
-            "--num-threads", "1", "--storage", storage, "--study-name", name, "--no-optim-plots",
-            "-params", "n_envs:2"]  # fmt: skip
-
-
-def mlflow_runs(uri: str, experiment: str = "a2c-CartPole-v1") -> tuple[list, list]:
-    """Return (study runs, trial runs) of ``experiment``."""
-    client = MlflowClient(uri)
-    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=1000)
-    return (
-        [r for r in runs if r.data.tags.get("zoo_ext.role") == "study"],
-        [r for r in runs if r.data.tags.get("zoo_ext.role") == "trial"],
-    )
-
-
-def finish(procs: list[subprocess.Popen[str]], timeout: float = 600) -> list[str]:
-    """Wait for ``procs``; return their stdout+stderr, failing the test on a non-zero exit."""
-    outputs = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=timeout)
-        outputs.append(out + err)
-        assert proc.returncode == 0, f"worker exited {proc.returncode}:\n{(out + err)[-5000:]}"
-    return outputs
-
-
-def wait_for_running_trial(storage: Any, name: str, pid: int, timeout: float = 120) -> optuna.trial.FrozenTrial:
-    """Return the first RUNNING trial of process ``pid`` once it has trained for a moment."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            study = optuna.load_study(storage=storage, study_name=name)
-        except KeyError:
-            time.sleep(0.5)
-            continue
-        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if trial.user_attrs.get("worker", {}).get("pid") == pid and "seed" in trial.user_attrs:
-                time.sleep(1.0)
-                return trial
-        time.sleep(0.3)
-    raise AssertionError(f"process {pid} started no trial")
-
-
-#: The test role's password: tests check it never leaks into output, attributes or stores.
-PG_PASSWORD = "s3cr3t-Pw"
-PG_USER = "zoo"
-
-
-def _pg_bin(name: str) -> str:
-    """Return the path of a PostgreSQL server program (Debian keeps them off PATH)."""
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    path = found[-1] if found else shutil.which(name)
-    if path is None:
-        pytest.fail(f"PostgreSQL's {name} not found: install Debian's postgresql (scripts/setup.sh --test does)")
-    return path
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Postgres:
-    """A throw-away PostgreSQL cluster on 127.0.0.1 with a password-protected role ``zoo``."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.port = free_port()
-        # initdb refuses to run as root: run the server as Debian's postgres user then.
-        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        self.admin_password = "admin-" + os.urandom(6).hex()
-
-    def start(self) -> None:
-        data, pwfile = self.root / "data", self.root / "pwfile"
-        pwfile.write_text(self.admin_password)
-        if self.as_user:
-            shutil.chown(self.root, "postgres")
-            shutil.chown(pwfile, "postgres")
-        subprocess.run([*self.as_user, _pg_bin("initdb"), "-D", str(data), "-U", "postgres", "-A", "scram-sha-256",
-                        f"--pwfile={pwfile}", "--no-sync"], check=True, capture_output=True)  # fmt: skip
-        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        subprocess.run([*self.as_user, _pg_bin("pg_ctl"), "-D", str(data), "-l", str(self.root / "server.log"),
-                        "-o", options, "-w", "start"], check=True, capture_output=True)  # fmt: skip
-        self.admin(f"CREATE ROLE {PG_USER} LOGIN PASSWORD '{PG_PASSWORD}'")
-
-    def stop(self) -> None:
-        subprocess.run([*self.as_user, _pg_bin("pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "stop"],
-                       check=False, capture_output=True)  # fmt: skip
-
-    def admin(self, sql: str) -> None:
-        import psycopg
-
-        with psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", password=self.admin_password,
-                             dbname="postgres", autocommit=True) as conn:  # fmt: skip
-            conn.execute(sql)  # type: ignore[arg-type]
-
-    def database(self, name: str, *, password: bool = True) -> str:
-        """Create database ``name`` owned by ``zoo``; return its URL (with the password unless told not to)."""
-        self.admin(f'CREATE DATABASE "{name}" OWNER {PG_USER}')
-        secret = f":{PG_PASSWORD}" if password else ""
-        return f"postgresql://{PG_USER}{secret}@127.0.0.1:{self.port}/{name}"
-
-
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
     """A PostgreSQL server for the session (each test creates its own databases)."""
@@ -248,57 +62,3 @@ def postgres() -> Iterator[Postgres]:
     finally:
         server.stop()
         shutil.rmtree(server.root, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def running_server(
-    cmd: Sequence[str], folder: Path, ready: str, *, env: dict[str, str] | None = None, timeout: float = 180
-) -> Iterator[str]:
-    """Run server ``cmd`` in ``folder`` (output in ``<folder>/server.log``) until URL ``ready`` answers; yield it.
-
-    Stops it (terminate, then kill) on exit; fails the test with the log if it exits or never answers.
-    """  # fmt: skip
-    log_path = folder / "server.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen(list(cmd), cwd=folder, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    with urllib.request.urlopen(ready, timeout=2):
-                        break
-                except OSError:
-                    if server.poll() is not None or time.monotonic() > deadline:
-                        raise AssertionError(f"{cmd[0]} did not start:\n{log_path.read_text()}") from None
-                    time.sleep(0.3)
-            yield ready
-        finally:
-            server.terminate()
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
-
-
-@contextlib.contextmanager
-def mlflow_server(folder: Path, backend_store_uri: str) -> Iterator[str]:
-    """Run a throw-away ``mlflow server`` on 127.0.0.1 with ``backend_store_uri``; yield its URL."""
-    port = free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", backend_store_uri, "--artifacts-destination", str(folder / "artifacts")]  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    with running_server(cmd, folder, f"{url}/health", env=env):
-        yield url
-
-
-def signal_mid_trial(
-    cmd: Sequence[str], cwd: Path, storage: Any, name: str, sig: signal.Signals, *, env: dict[str, str]
-) -> tuple[subprocess.Popen[str], optuna.trial.FrozenTrial, str]:
-    """Start ``cmd``, send ``sig`` once its first trial trains; return the ended process, that trial, its stderr."""
-    proc = start(cmd, cwd, env=env)
-    trial = wait_for_running_trial(storage, name, proc.pid)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=180)
-    return proc, trial, err

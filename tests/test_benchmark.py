@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run
+from helpers import ROOT, run
 
 pytestmark = pytest.mark.slow
 

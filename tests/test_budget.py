@@ -10,22 +10,20 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import STOCK, load, mlflow_runs, optimize_args, run, start, study_args, wait_for_running_trial
+from helpers import STOCK, load, mlflow_runs, optimize_args, run, start, study_args, wait_for_running_trial
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState, create_trial
 
 from zoo_ext import adapter, options, storage
-from zoo_ext.study._loop import (
-    _queue_interrupted,
+from zoo_ext.study._loop import _queue_interrupted, over_budget, within_budget
+from zoo_ext.study._rules import (
     budget_steps_spent,
     consecutive_failures,
     env_steps_used,
     out_of_patience,
-    over_budget,
     stop_rule,
     target_reached,
-    within_budget,
 )
 from zoo_ext.trial import TrialFailed
 

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import STOCK, load, mlflow_runs, mlflow_store, optimize_args, run
+from helpers import STOCK, load, mlflow_runs, mlflow_store, optimize_args, run
 from mlflow import MlflowClient
 from scipy.stats import mannwhitneyu, trim_mean
 from stable_baselines3 import A2C
 
-from zoo_ext import statistics
+from zoo_ext import adapter, statistics
 from zoo_ext.objectives import resolve_objectives
 from zoo_ext.study._reevaluate import SB3_DEFAULTS, ZOO_TUNED, add_statistics, baseline_config, card_html, card_text
 from zoo_ext.tracking._mapping import card_metrics
@@ -77,7 +77,8 @@ def test_card_per_objective_follows_its_direction() -> None:
 def _experiment(env_id: str, config: dict[str, Any]) -> Any:
     """Return the parts of an experiment :func:`baseline_config` reads (rl_zoo3 drops n_envs, n_timesteps)."""
     kwargs = {k: v for k, v in config.items() if k not in ("n_envs", "n_timesteps")}
-    return SimpleNamespace(algo="a2c", env_id=env_id, config=config, base_kwargs=lambda: dict(kwargs))
+    return SimpleNamespace(algo="a2c", env_id=env_id, config=config, base_kwargs=lambda: dict(kwargs),
+                           tuned_config_path=adapter.default_config_path("a2c"))  # fmt: skip
 
 
 def test_baseline_is_the_zoo_tuned_entry_when_the_study_runs_on_it() -> None:

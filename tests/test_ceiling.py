@@ -6,7 +6,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import pytest
-from conftest import STOCK, load, mlflow_runs, mlflow_store, optimize_args, run
+from helpers import STOCK, load, mlflow_runs, mlflow_store, optimize_args, run
 from optuna.trial import TrialState
 from sb3_contrib import TQC
 from stable_baselines3 import A2C, DQN, PPO, SAC
@@ -71,6 +71,7 @@ def test_gradient_steps_counts_mini_batches_for_ppo() -> None:
     assert gradient_steps(a2c) == 8  # one per rollout
 
 
+@pytest.mark.slow
 def test_a_study_never_trains_past_the_ceiling(workdir: Path) -> None:
     uri = mlflow_store(workdir)
     n = 256
@@ -92,6 +93,7 @@ def test_a_study_never_trains_past_the_ceiling(workdir: Path) -> None:
     assert logged == {t.number: t.user_attrs["n_updates"] for t in study.trials}
 
 
+@pytest.mark.slow
 def test_no_clip_to_budget_trains_what_was_sampled(workdir: Path) -> None:
     space = workdir / "long.yml"
     space.write_text("name: long\nalgos: [a2c]\nparams:\n  n_steps: {type: categorical, choices: [64]}\n")

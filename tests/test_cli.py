@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import STOCK, free_port, load, optimize_args, run
+from helpers import STOCK, free_port, load, optimize_args, run
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from stable_baselines3 import A2C

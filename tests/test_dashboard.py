@@ -11,7 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from conftest import free_port, running_server
+import pytest
+from helpers import free_port, running_server
+
+#: Each test starts an optuna-dashboard server.
+pytestmark = pytest.mark.slow
 
 #: The console script pip installs next to the interpreter (optuna_dashboard has no ``__main__``).
 DASHBOARD = Path(sys.executable).with_name("optuna-dashboard")

@@ -21,7 +21,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import ROOT, run
+from helpers import ROOT, run
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
@@ -100,6 +100,7 @@ def _system_python(folder: Path) -> tuple[Path, Path]:
     return folder / "bin", Path(site_dir)
 
 
+@pytest.mark.slow
 def test_setup_makes_and_uses_a_venv_when_python3_is_an_externally_managed_system_python(tmp_path: Path) -> None:
     tree = _copy_checkout(tmp_path / "clone")
     system_bin, system_site = _system_python(tmp_path / "system")

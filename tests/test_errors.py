@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import ROOT, STOCK, free_port, optimize_args, run, start
+from helpers import ROOT, STOCK, free_port, optimize_args, run, start
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from stable_baselines3 import PPO
 
@@ -177,6 +177,7 @@ def _create(name: str, space: SpaceInfo | None, **kwargs: object) -> optuna.samp
     )
 
 
+@pytest.mark.slow
 def test_cmaes_and_gp_warn_once_which_parameters_fall_back_to_random(caplog: pytest.LogCaptureFixture) -> None:
     info = _conditional_space_info()
     categorical = {n for n, d in info.distributions.items() if isinstance(d, CategoricalDistribution)}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import STOCK, load, optimize_args, run
+from helpers import STOCK, load, optimize_args, run
 from optuna.trial import TrialState
 
 from zoo_ext.hub import HubError
@@ -120,6 +120,7 @@ def test_hub_pruner_prunes_a_stock_study(workdir: Path, pruner_registry: Path) -
     assert [len(t.intermediate_values) for t in trials] == [1, 1]  # pruned at the first of 2 evaluations
 
 
+@pytest.mark.slow
 def test_unknown_hub_pruner_exits_2(workdir: Path, pruner_registry: Path) -> None:
     args = [*optimize_args("a2c", "CartPole-v1", n=256, trials=1), "--pruner", "hub:nothing_here"]
     proc = run([*STOCK, *args, "--hub-registry", str(pruner_registry)], workdir,

@@ -51,6 +51,10 @@ def test_experiment_manager_has_every_attribute_read(tmp_path) -> None:
     env = experiment.make_env(1)
     assert env.num_envs == 1
     env.close()
+    assert experiment.tuned_config_path.name == "ppo.yml" and experiment.tuned_config_path.is_file()
+    assert experiment.worker_main is adapter.run_train
+    with pytest.raises(AttributeError, match="read-only once built"):
+        experiment.n_jobs = 1  # type: ignore[misc]
 
 
 def test_hook_is_armed_but_heavy_modules_are_not_imported() -> None:
@@ -65,6 +69,7 @@ def test_hook_is_armed_but_heavy_modules_are_not_imported() -> None:
     assert out.strip() == "[]"
 
 
+@pytest.mark.slow
 def test_stock_help_lists_zoo_ext_options() -> None:
     import subprocess
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from conftest import STOCK, load, optimize_args, run
+from helpers import STOCK, load, optimize_args, run
 from mlflow import MlflowClient
 from scipy.stats import trim_mean
 from stable_baselines3 import PPO

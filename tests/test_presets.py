@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import STOCK, load, optimize_args, run
+from helpers import STOCK, load, optimize_args, run
 
 from zoo_ext import options, presets
 from zoo_ext.spaces import cold as cold_space

@@ -20,7 +20,7 @@ from typing import Literal
 
 import optuna
 import pytest
-from conftest import STOCK, _env, load, optimize_args, run
+from helpers import STOCK, load, optimize_args, run, zoo_env
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 from rich.console import Console
@@ -212,7 +212,7 @@ def _run_on_pty(cmd: list[str], cwd: Path, timeout: float = 300) -> tuple[int, s
     """Run ``cmd`` with a pseudo-terminal (200 columns) as stdin, stdout and stderr; return its status and output."""
     master, slave = pty.openpty()
     ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
-    env = _env(cwd, {"TERM": "xterm"})
+    env = zoo_env(cwd, {"TERM": "xterm"})
     env.pop("COLUMNS", None)
     process = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
     os.close(slave)

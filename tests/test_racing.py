@@ -8,7 +8,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import STOCK, load, optimize_args, run
+from helpers import STOCK, load, optimize_args, run
 
 from zoo_ext import options
 from zoo_ext.pruners import RacingPruner, create_pruner
@@ -121,6 +121,7 @@ def test_a_racing_study_is_not_resumed_without_racing() -> None:
     assert "seed_racing" not in fingerprint(options.resolve(_zoo_args(n_seeds=3), {}, algo="a2c"), "a2c")
 
 
+@pytest.mark.slow
 def test_stock_command_refuses_racing_one_seed_before_training(workdir: Path) -> None:
     proc = run([*STOCK, *optimize_args("a2c", "CartPole-v1"), "--seed-racing"], workdir, check=False)
     assert proc.returncode == 2, proc.stderr[-2000:]
@@ -136,6 +137,7 @@ def space(trial, n_actions, n_envs, additional_args):
 """
 
 
+@pytest.mark.slow
 def test_a_learning_rate_that_cannot_learn_is_raced_out_before_its_last_seed(workdir: Path) -> None:
     (workdir / "race.py").write_text(RACE_SPACE)
     args = [*optimize_args("a2c", "CartPole-v1", n=8000, trials=2), "--n-evaluations", "1", "--eval-episodes", "5"]

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 import yaml
-from conftest import STOCK, load, optimize_args, run
+from helpers import STOCK, load, optimize_args, run
 from rl_zoo3.utils import linear_schedule
 from sb3_contrib import ARS  # noqa: F401 - sb3-contrib must be importable for the zoo
 from stable_baselines3 import PPO

@@ -10,7 +10,7 @@ from typing import Any
 
 import optuna
 import pytest
-from conftest import STOCK, load, optimize_args, run
+from helpers import STOCK, load, optimize_args, run
 from stable_baselines3 import PPO
 
 from zoo_ext.spaces._probe import InvalidSearchSpaceError, probe_space

@@ -57,3 +57,17 @@ def test_probability_of_improvement_counts_ties_as_half() -> None:
 def test_probability_of_improvement_refuses_an_empty_sample() -> None:
     with pytest.raises(ValueError, match="at least one score"):
         statistics.probability_of_improvement([], [1.0])
+
+
+def test_sign_is_the_one_direction_rule() -> None:
+    from optuna.study import StudyDirection
+
+    from zoo_ext.statistics import best_of, is_better, sign
+
+    assert sign(StudyDirection.MAXIMIZE) == sign("maximize") == 1.0
+    assert sign(StudyDirection.MINIMIZE) == sign("minimize") == -1.0
+    assert is_better(2.0, 1.0, "maximize") and is_better(1.0, 2.0, StudyDirection.MINIMIZE)
+    assert not is_better(1.0, 1.0, "maximize")  # a tie does not improve
+    assert best_of([3.0, -1.0, 2.0], "maximize") == 3.0 and best_of([3.0, -1.0, 2.0], "minimize") == -1.0
+    with pytest.raises(ValueError, match="not an objective direction"):
+        sign(StudyDirection.NOT_SET)

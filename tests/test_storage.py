@@ -64,10 +64,14 @@ def _running_trial(study: optuna.Study, worker: dict) -> optuna.trial.FrozenTria
     return study.trials[trial.number]
 
 
+def _gone_worker() -> dict:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return {"host": socket.gethostname(), "pid": int(gone.stdout), "started": "1"}
+
+
 def test_dead_local_workers_trials_fail_and_are_retried(tmp_path: Path) -> None:
     study = optuna.create_study(storage=storage.open_storage(str(tmp_path / "s.log")), study_name="s")
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    dead = {"host": socket.gethostname(), "pid": int(gone.stdout), "started": "1"}
+    dead = _gone_worker()
     dead_trial = _running_trial(study, dead)
     alive = _running_trial(study, storage.worker_identity())  # this process: alive
     remote = _running_trial(study, {**dead, "host": "another-host"})  # cannot be checked from here
@@ -80,6 +84,24 @@ def test_dead_local_workers_trials_fail_and_are_retried(tmp_path: Path) -> None:
     assert retry.params == dead_trial.params
     assert RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == dead_trial.number
     assert storage.fail_dead_local_trials(study, retries=1) == []  # once only
+
+
+def test_failure_kind_is_stored_and_old_reasons_still_read(tmp_path: Path) -> None:
+    study = optuna.create_study(storage=storage.open_storage(str(tmp_path / "s.log")), study_name="s")
+    _running_trial(study, _gone_worker())
+    (failed,) = storage.fail_dead_local_trials(study, retries=0)
+    assert failed.user_attrs["fail_kind"] == "dead_worker" and storage.is_external_failure(failed)
+    distributions = {"x": optuna.distributions.FloatDistribution(0, 1)}
+
+    def failed_with(**attrs: str) -> optuna.trial.FrozenTrial:
+        return optuna.create_trial(state=TrialState.FAIL, params={"x": 0.5}, distributions=distributions,
+                                   user_attrs=attrs)  # fmt: skip
+
+    old = failed_with(fail_reason="interrupted by SIGTERM")  # written before fail_kind existed
+    assert storage.is_external_failure(old) and not storage.was_not_run(old)
+    assert storage.was_not_run(failed_with(fail_reason="not run: the study's 1 trials were taken by other workers"))
+    assert not storage.is_external_failure(failed_with(fail_reason="ValueError: diverged"))
+    assert not storage.is_external_failure(failed_with(fail_kind="error", fail_reason="interrupted by myself"))
 
 
 def test_a_zombie_worker_is_dead(tmp_path: Path) -> None:

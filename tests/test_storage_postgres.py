@@ -10,7 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import (
+from helpers import (
     PG_PASSWORD,
     ROOT,
     STOCK,

@@ -1,4 +1,8 @@
-"""The study: its id, fingerprint and name, its budget, failing trials, seeds' pruner steps, one re-evaluation."""
+"""The study: its id, fingerprint and name, its budget, failing trials, seeds' pruner steps, one re-evaluation.
+
+The budget loop, the stop rules and the summary are tested in one process in ``tests/study/test_engine.py``;
+here, end to end, through the stock command (marked slow).
+"""
 
 from __future__ import annotations
 
@@ -6,18 +10,15 @@ import shlex
 import signal
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import optuna
 import pytest
-from conftest import LR_SPACE, STOCK, load, run, start, study_args
+from helpers import LR_SPACE, STOCK, load, run, start, study_args
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from zoo_ext.objectives import RunResult
-from zoo_ext.options import ZooOptions
-from zoo_ext.study._summary import summarize
 from zoo_ext.tracking import study_uid
 from zoo_ext.trial import step_offset
 
@@ -42,6 +43,7 @@ def _lr_args(*, trials: int = 1) -> list[str]:
     return [*study_args("study.log", "s", n=256, total=trials), "--no-mlflow"]
 
 
+@pytest.mark.slow
 def test_resume_with_other_settings_is_refused_before_any_env(space_dir: Path) -> None:
     run([*STOCK, *_lr_args()], space_dir)
     runs = sorted((space_dir / "logs").rglob("*"))
@@ -63,6 +65,7 @@ def test_resume_with_other_settings_is_refused_before_any_env(space_dir: Path) -
     assert [t.state for t in load(space_dir).trials] == [TrialState.COMPLETE] * 2
 
 
+@pytest.mark.slow
 def test_stock_made_study_is_joined(space_dir: Path) -> None:
     args = ["--algo", "a2c", "--env", "CartPole-v1", "-optimize", "-n", "256", "--n-trials", "1", "--n-evaluations",
             "1", "--eval-episodes", "2", "--seed", "1", "--storage", "study.log", "--study-name", "s",
@@ -73,6 +76,7 @@ def test_stock_made_study_is_joined(space_dir: Path) -> None:
     assert len(study.trials) == 2 and "zoo_ext_fingerprint" not in study.user_attrs
 
 
+@pytest.mark.slow
 def test_the_same_command_resumes_the_same_study_and_n_trials_is_its_total(workdir: Path) -> None:
     args = ["--algo", "a2c", "--env", "CartPole-v1", "-optimize", "-n", "256", "--n-evaluations", "1",
             "--eval-episodes", "2", "--sampler", "random", "--pruner", "none", "--seed", "4", "--n-workers", "2",
@@ -105,6 +109,7 @@ def space(trial, n_actions, n_envs, additional_args):
 """
 
 
+@pytest.mark.slow
 def test_a_space_that_raises_fails_the_trial_not_the_study(workdir: Path) -> None:
     (workdir / "flaky.py").write_text(FLAKY_SPACE)
     args = [
@@ -146,6 +151,7 @@ def test_a_space_that_raises_fails_the_trial_not_the_study(workdir: Path) -> Non
     assert "1 of 16" in proc.stderr  # the probe warned about its one failing sample and went on
 
 
+@pytest.mark.slow
 def test_trials_that_keep_failing_stop_every_worker(workdir: Path) -> None:
     args = ["--algo", "a2c", "--env", "CartPole-v1", "-optimize", "-n", "256", "--n-trials", "4", "--n-evaluations",
             "1", "--eval-episodes", "2", "--sampler", "random", "--pruner", "none", "--seed", "2", "--n-workers", "2",
@@ -158,6 +164,7 @@ def test_trials_that_keep_failing_stop_every_worker(workdir: Path) -> None:
     assert {t.state for t in study.trials} == {TrialState.FAIL} and 3 <= len(study.trials) <= 5
 
 
+@pytest.mark.slow
 def test_seeds_of_a_trial_report_on_distinct_steps(workdir: Path) -> None:
     # n_steps 200 with -n 256: each run trains 400 steps and evaluates 6 times, not --n-evaluations 4.
     args = ["--algo", "ppo", "--env", "CartPole-v1", "-optimize", "-n", "256", "--n-trials", "1", "--n-evaluations",
@@ -179,6 +186,7 @@ params:
 """
 
 
+@pytest.mark.slow
 def test_vecnormalize_discounts_with_the_trials_gamma(workdir: Path) -> None:
     (workdir / "gamma.yml").write_text(GAMMA_SPACE)
     # rl_zoo3's a2c Pendulum-v1 entry: normalize: True, gamma: 0.9
@@ -192,6 +200,7 @@ def test_vecnormalize_discounts_with_the_trials_gamma(workdir: Path) -> None:
         assert 0.95 <= gamma <= 0.99 and trial.user_attrs["normalize_gamma"] == gamma
 
 
+@pytest.mark.slow
 def test_processes_started_together_warm_start_and_reevaluate_once(workdir: Path) -> None:
     args = ["--algo", "a2c", "--env", "CartPole-v1", "-optimize", "-n", "256", "--n-trials", "3", "--n-evaluations",
             "1", "--eval-episodes", "2", "--sampler", "random", "--pruner", "none", "--seed", "2", "--storage",
@@ -208,6 +217,7 @@ def test_processes_started_together_warm_start_and_reevaluate_once(workdir: Path
     assert optuna.get_all_study_names(JournalStorage(JournalFileBackend(str(workdir / "study.log")))) == ["s"]
 
 
+@pytest.mark.slow
 def test_launch_workers_passes_sigterm_on_and_exits_143(space_dir: Path) -> None:
     script = Path(__file__).parents[1] / "scripts" / "launch_workers.sh"
     args = [*study_args("study.log", "l", n=40_000, total=4), "--no-mlflow"]
@@ -236,20 +246,7 @@ def _training(storage: JournalStorage, name: str) -> bool:
     return any("seed" in t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
-def test_summary_counts_only_finished_trials(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """A WAITING retry is in the study but not finished: the summary counts COMPLETE, PRUNED and FAIL only."""
-    study = optuna.create_study(direction="maximize")
-    for state in [TrialState.COMPLETE] * 2 + [TrialState.FAIL] * 4:
-        study.add_trial(optuna.trial.create_trial(state=state, value=1.0 if state == TrialState.COMPLETE else None))
-    study.enqueue_trial({})  # a retry, queued again
-    exp = SimpleNamespace(options=ZooOptions(), pruner_used="median", env_id="CartPole-v1", n_trials=7,
-                          n_timesteps=256, log_folder=str(tmp_path), algo="a2c", verbose=0,
-                          no_optim_plots=True)  # fmt: skip
-    summarize(study, exp)  # type: ignore[arg-type]
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[:2] == ["Number of finished trials:  6", "Trial states:  COMPLETE=2, FAIL=4, WAITING=1"]
-
-
+@pytest.mark.slow
 def test_resume_hint_is_a_copyable_command_naming_the_real_storage(workdir: Path) -> None:
     args = ["--algo", "a2c", "--env", "CartPole-v1", "-optimize", "-n", "256", "--n-trials", "1", "--n-evaluations",
             "1", "--eval-episodes", "2", "--sampler", "random", "--pruner", "none", "--num-threads", "1",

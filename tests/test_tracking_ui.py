@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import ROOT, STOCK, load, mlflow_server, optimize_args, run
+from helpers import ROOT, STOCK, load, mlflow_server, optimize_args, run
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page

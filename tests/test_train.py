@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import STOCK, load, optimize_args, run
+from helpers import STOCK, load, optimize_args, run
 
 pytestmark = pytest.mark.slow
 

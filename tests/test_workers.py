@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 import pytest
-from conftest import (
+from helpers import (
     ROOT,
     STOCK,
     mlflow_runs,
@@ -95,6 +95,7 @@ else:  # the launcher fails before starting them (a bad flag): they must exit wi
 """
 
 
+@pytest.mark.slow
 def test_forked_workers_run_with_their_flags_and_exit_handlers(tmp_path: Path) -> None:
     script = tmp_path / "launch.py"
     script.write_text(FORK_SCRIPT)
@@ -109,6 +110,7 @@ def test_forked_workers_run_with_their_flags_and_exit_handlers(tmp_path: Path) -
     assert (tmp_path / "launcher-exit").read_text() == f"{result['launcher']}\n"
 
 
+@pytest.mark.slow
 def test_forked_workers_exit_when_the_launcher_stops_before_starting_them(tmp_path: Path) -> None:
     script = tmp_path / "launch.py"
     script.write_text(FORK_SCRIPT)

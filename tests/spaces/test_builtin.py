@@ -44,6 +44,7 @@ def _cases() -> list[tuple[str, str, str]]:
     return cases
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("name", "algo", "env_id"), _cases())
 def test_every_sample_builds_the_model(name: str, algo: str, env_id: str) -> None:
     space = SEARCH_SPACES.get(name, algo)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, STOCK, load, optimize_args, run
+from helpers import ROOT, STOCK, load, optimize_args, run
 
 from zoo_ext.spaces import replay_ratio
 

@@ -429,6 +429,7 @@ def test_schema_command_prints_the_json_schema_of_space_files(tmp_path: Path) ->
 # --- the example file --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_example_file_samples_both_branches_and_builds_ppo() -> None:
     space = load_space_file(EXAMPLE, algo_class=sb3.PPO)
     assert isinstance(space, YamlSearchSpace)
