@@ -22,6 +22,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from zoo_ext.attrs import StudyAttr, TrialAttr
+from zoo_ext.statistics import sign
 from zoo_ext.storage import redact
 
 #: MLflow run status of each final Optuna trial state.
@@ -332,7 +333,7 @@ class StudyProgress:
     """
 
     def __init__(self, directions: Sequence[StudyDirection], names: Sequence[str]) -> None:
-        self.signs = [1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in directions]
+        self.signs = [sign(d) for d in directions]
         self.names = tuple(names)
         self.counts = dict.fromkeys(COUNT_METRICS.values(), 0)
         #: Each objective's best value so far, times its sign (larger is better).
@@ -376,8 +377,8 @@ class StudyProgress:
                 out["best_value"] = self.signs[0] * self.best[0]
             return out
         out["pareto_front_size"] = float(len(self.front))
-        for name, sign, best in zip(self.names, self.signs, self.best, strict=False):
-            out[f"best_{name}"] = sign * best
+        for name, better, best in zip(self.names, self.signs, self.best, strict=False):
+            out[f"best_{name}"] = better * best
         return out
 
     def tags(self) -> dict[str, str]:

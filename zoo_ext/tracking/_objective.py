@@ -26,6 +26,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from zoo_ext.attrs import TrialAttr
+from zoo_ext.statistics import sign
 from zoo_ext.tracking._connection import first_line
 from zoo_ext.tracking._mapping import intermediate_values, told
 from zoo_ext.tracking._tracker import Tracker
@@ -190,7 +191,7 @@ class TrackedObjective(RunPerTrial):
 
     def _is_new_best(self, trial: optuna.Trial, values: list[float]) -> bool:
         """Return True if no completed trial is as good (one objective) or dominates it (several)."""
-        signs = [1.0 if d == optuna.study.StudyDirection.MAXIMIZE else -1.0 for d in trial.study.directions]
+        signs = [sign(d) for d in trial.study.directions]
         mine = [s * v for s, v in zip(signs, values, strict=True)]
         for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             theirs = [s * v for s, v in zip(signs, other.values, strict=True)]
