@@ -109,11 +109,12 @@ def _export(args: argparse.Namespace) -> int:
         if record.RECORD_ATTR not in trial.user_attrs:
             raise record.RecordError(f"trial {number} failed before its hyperparameters were recorded")
         attrs = study.user_attrs
-        entry = record.merge(attrs["zoo_config"], record.trial_hyperparams(study, number, attrs["algo"]))
+        tuned = record.trial_hyperparams(study, number, attrs[StudyAttr.ALGO])
+        entry = record.merge(attrs[StudyAttr.ZOO_CONFIG], tuned)
     except (ZooExtError, ValueError) as exc:  # an unwritable -o, StudyError, RecordError, a --pick that does not apply
         exit_with_error(exc)
     comment = _export_comment(study, trial, reports.objective_names(study))
-    output.write_text(comment + yaml.safe_dump({attrs["env_id"]: entry}, sort_keys=True))
+    output.write_text(comment + yaml.safe_dump({attrs[StudyAttr.ENV_ID]: entry}, sort_keys=True))
     state = "" if trial.state.name == "COMPLETE" else f" ({trial.state.name})"
     where = f"study {args.study_name!r} ({attrs['algo']} on {attrs['env_id']})"
     print(f"Wrote trial {number}{state} of {where} to {output}")

@@ -199,7 +199,7 @@ def _read_hyperparameters(self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
             hyperparams.update(merged, **(self.custom_hyperparams or {}))
             saved = OrderedDict((key, hyperparams[key]) for key in sorted(hyperparams))
             _logger.info("Loaded trial %d of study %r: %s", trial_id, self.study_name, record.plain(saved))
-            if "seed" in trial.user_attrs and not explicit_seed():
+            if TrialAttr.SEED in trial.user_attrs and not explicit_seed():
                 from stable_baselines3.common.utils import set_random_seed
 
                 # The manager seeds the model and the envs with self.seed; args.yml records args.seed.

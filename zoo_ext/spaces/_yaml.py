@@ -95,6 +95,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from zoo_ext.attrs import TrialAttr
 from zoo_ext.registry import DottedPathError, import_dotted, is_dotted_path
 from zoo_ext.spaces._probe import accepted_kwargs
 from zoo_ext.spaces._yaml_expr import ALLOWED, CONTEXT, RESERVED_NAMES, refused
@@ -107,7 +108,7 @@ __all__ = ["SpaceFileError", "YamlSearchSpace", "is_space_file", "load_space_fil
 
 logger = logging.getLogger(__name__)
 
-_RESERVED_ATTRS = ("hyperparams", "search_space")  # user attrs zoo_ext writes itself (zoo_ext.record)
+_RESERVED_ATTRS = (str(TrialAttr.RECORD), str(TrialAttr.SEARCH_SPACE))  # user attrs zoo_ext writes itself
 
 
 def is_space_file(name: str) -> bool:

@@ -135,7 +135,7 @@ def create_study(exp: Experiment) -> StudySetup:
         where = storage.redact(exp.storage)
         flags = shlex.join(["--storage", where, "--study-name", study.study_name])
         print(f"Study {study.study_name!r} in {where}: run the same command (or {flags}) to resume it")
-    if "command" not in study.user_attrs:
+    if StudyAttr.COMMAND not in study.user_attrs:
         study.set_user_attr(StudyAttr.COMMAND, storage.redact(" ".join(sys.orig_argv)))
         study.set_user_attr(StudyAttr.ALGO, exp.algo)
         study.set_user_attr(StudyAttr.ENV_ID, exp.env_id)
