@@ -50,7 +50,10 @@ def test_stock_command_runs_study_through_zoo_ext(
         assert trial.user_attrs["search_space"] == "zoo"
         record = trial.user_attrs["hyperparams"]
         assert math.isclose(record["gamma"], 1 - trial.params["one_minus_gamma"])
-        assert record["batch_size"] == 2 ** trial.params["batch_size_pow"]
+        clipped = trial.user_attrs.get("clipped", {}).get("batch_size")  # -n is a ceiling: it may be fitted
+        sampled = 2 ** trial.params["batch_size_pow"]
+        assert record["batch_size"] == (sampled if clipped is None else clipped["to"])
+        assert clipped is None or clipped["from"] == sampled
     assert study.user_attrs["zoo_ext_options"]["sampler"] == sampler
 
 

@@ -38,7 +38,8 @@ from zoo_ext.workers import Interrupted, Workers, _importing, fork_workers, sign
 @pytest.mark.slow
 def test_two_workers_run_the_budget_once(workdir: Path) -> None:
     uri = mlflow_store(workdir)
-    args = ["--algo", "ppo", "--env", "CartPole-v1", "-optimize", "-n", "64", "--n-trials", "4", "--n-evaluations",
+    # Trials long enough (about 2 s) that the forked worker joins before the launcher ran them all, also under load.
+    args = ["--algo", "ppo", "--env", "CartPole-v1", "-optimize", "-n", "2048", "--n-trials", "4", "--n-evaluations",
             "1", "--eval-episodes", "2", "--sampler", "random", "--pruner", "none", "--seed", "5", "--study-name", "w",
             "--n-workers", "2", "--mlflow-tracking-uri", uri, "--no-optim-plots",
             "-params", "n_envs:1", "n_steps:32"]  # fmt: skip

@@ -95,7 +95,7 @@ def _minimized(study: optuna.Study) -> optuna.Study:
         optuna.trial.create_trial(
             params=t.params,
             distributions=t.distributions,
-            values=[sign * v for sign, v in zip(signs, t.values, strict=True)],
+            values=[negate * v for negate, v in zip(signs, t.values, strict=True)],
         )
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     )
@@ -209,8 +209,8 @@ def pick(study: optuna.Study, how: str | None) -> int:
         tests = study.user_attrs.get(StudyAttr.TEST_SCORES)
         if not tests:
             raise ValueError("no test scores: run the study with --reevaluate-top K")
-        sign = 1.0 if maximize[0] else -1.0
-        return int(max((n for n in tests if n.isdigit()), key=lambda n: sign * tests[n]["aggregate"][names[0]]))
+        better = 1.0 if maximize[0] else -1.0
+        return int(max((n for n in tests if n.isdigit()), key=lambda n: better * tests[n]["aggregate"][names[0]]))
     pareto = study.best_trials
     if not pareto:
         raise ValueError(f"study {study.study_name!r} has no completed trial")
