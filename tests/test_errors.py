@@ -51,6 +51,7 @@ TINY = ["-params", "n_envs:1", "n_steps:32", "batch_size:32"]
         ),
         (["--n-workers", "0"], "--n-workers must be at least 1 (1: this process only), not 0"),
         (["--n-workers", "-1"], "--n-workers must be at least 1 (1: this process only), not -1"),
+        (["-n", "1"], "-n 1 is less than one env step for each of the 8 envs: no trial fits it"),
         (["--n-seeds", "0"], "--n-seeds must be at least 1, not 0"),
         (
             ["--storage", "sqlite:///x.db", "--heartbeat-interval", "10", "--grace-period", "5"],

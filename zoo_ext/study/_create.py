@@ -66,6 +66,11 @@ def create_study(exp: Experiment) -> StudySetup:
         objectives = resolve_objectives(opts.objectives)
         directions = [o.direction for o in objectives]
         _check_config_keys(exp)
+        if exp.n_timesteps < exp.n_envs and not opts.no_clip_to_budget:
+            raise options.OptionError(
+                f"-n {exp.n_timesteps} is less than one env step for each of the {exp.n_envs} envs: no trial fits it;"
+                f" give -n {exp.n_envs} or more, or fewer envs (-params n_envs:{max(1, exp.n_timesteps)})"
+            )
         space = SEARCH_SPACES.get(opts.search_space, exp.algo)
         info = _probe(exp, space, opts.search_space)
         make_sampler = functools.partial(
