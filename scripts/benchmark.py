@@ -617,6 +617,17 @@ def best_trial(trials: list[FrozenTrial]) -> FrozenTrial:
     return max(complete or [t for t in trials if t.state == TrialState.PRUNED], key=score)
 
 
+def space_for(args: tuple[str, ...], algo: str) -> list[str]:
+    """Return a method's flags for ``algo``: ``cold`` space if it has one, else ``conditional`` (as the preset)."""
+    from zoo_ext.spaces import cold
+
+    flags = list(args)
+    if "--search-space" in flags and algo not in cold.ALGOS:
+        at = flags.index("--search-space") + 1
+        flags[at] = "conditional" if flags[at] == "cold" else flags[at]
+    return flags
+
+
 def ceiling_ratio(trials: list[FrozenTrial], steps: int) -> float:
     """Return the largest env steps per training seed of ``trials`` over ``-n`` (the ceiling: at most 2)."""
     ratios = [
@@ -653,7 +664,7 @@ def leaderboard(run: Runner, budget: Budget) -> dict[str, Any]:
         for seed in budget.study_seeds:
             for method in methods:
                 n_trials = problem.trials if method.stock else 10 * problem.trials
-                extra = list(method.args)
+                extra = space_for(method.args, problem.algo)
                 if not method.stock:  # the last trial starts while a whole trial fits: <= stock's env steps
                     extra += ["--budget-steps", str(max(1, (problem.trials - method.seeds) * problem.steps + 1))]
                 args = study_args(problem.algo, problem.env_id, problem.steps, n_trials, "lb", *extra,
