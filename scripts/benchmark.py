@@ -591,13 +591,19 @@ DEHB = Method("DEHB, cold space", ("--search-space", "cold", "--sampler", "hub:d
 
 def dehb_method(hub_registry: str | None) -> tuple[Method | None, str]:
     """Return the DEHB method if OptunaHub's ``samplers/dehb`` loads offline (cache or ``--hub-registry``), and why."""
-    os.environ["ZOO_EXT_HUB_OFFLINE"] = "1"
     from zoo_ext.hub import HubError, load_hub_package
 
+    offline = os.environ.get("ZOO_EXT_HUB_OFFLINE")
+    os.environ["ZOO_EXT_HUB_OFFLINE"] = "1"
     try:
         load_hub_package("samplers/dehb", hub_registry=hub_registry)
     except (HubError, ImportError) as exc:
         return None, f"DEHB left out: {exc}"
+    finally:
+        if offline is None:
+            del os.environ["ZOO_EXT_HUB_OFFLINE"]
+        else:
+            os.environ["ZOO_EXT_HUB_OFFLINE"] = offline
     registry = ("--hub-registry", hub_registry) if hub_registry else ()
     method = Method(DEHB.label, (*DEHB.args, *registry))
     return method, f"DEHB included (OptunaHub samplers/dehb from {hub_registry or 'the optunahub cache'})"

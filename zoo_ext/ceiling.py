@@ -20,6 +20,7 @@ at most ``-n``. ``--no-clip-to-budget`` keeps stock rl_zoo3's behaviour.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Sequence
@@ -35,12 +36,11 @@ class BudgetError(ValueError):
     """No clipping fits the trial's kwargs under ``-n`` without changing what they mean; the message says why."""
 
 
-def _default(algo_class: type[BaseAlgorithm], key: str) -> Any:
-    """Return the algorithm's default for constructor argument ``key`` (None if it has none)."""
-    parameter = inspect.signature(algo_class.__init__).parameters.get(key)
-    if parameter is None or parameter.default is inspect.Parameter.empty:
-        return None
-    return parameter.default
+@functools.cache
+def _defaults(algo_class: type[BaseAlgorithm]) -> dict[str, Any]:
+    """Return the algorithm's constructor defaults (read once per class)."""
+    parameters = inspect.signature(algo_class.__init__).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
 
 
 def _is_on_policy(algo_class: type[BaseAlgorithm]) -> bool:
@@ -73,7 +73,7 @@ def fit_to_budget(
     clipped: dict[str, dict[str, Any]] = {}
 
     def value(key: str) -> Any:
-        return fitted[key] if key in fitted else _default(algo_class, key)
+        return fitted[key] if key in fitted else _defaults(algo_class).get(key)
 
     def clip(key: str, new: Any) -> None:
         clipped[key] = {"from": value(key), "to": new}

@@ -31,9 +31,6 @@ if TYPE_CHECKING:
     from zoo_ext.spaces import SearchSpace
 
 __all__ = [
-    "CLIPPED_ATTR",
-    "N_UPDATES_ATTR",
-    "PRUNE_REASON_ATTR",
     "Objective",
     "TrialFailed",
     "merge_kwargs",
@@ -44,12 +41,6 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-#: Trial user attribute: the kwargs :func:`zoo_ext.ceiling.fit_to_budget` changed, ``{key: {"from": .., "to": ..}}``.
-CLIPPED_ATTR = TrialAttr.CLIPPED
-#: Trial user attribute: why a trial was pruned before it trained (its kwargs cannot fit ``-n``).
-PRUNE_REASON_ATTR = TrialAttr.PRUNE_REASON
-#: Trial user attribute: the gradient steps its seeds took (:func:`zoo_ext.ceiling.gradient_steps`).
-N_UPDATES_ATTR = TrialAttr.N_UPDATES
 #: Dict kwargs that a search space's values are merged into instead of replacing.
 MERGED_KWARGS = ("policy_kwargs", "replay_buffer_kwargs")
 
@@ -181,11 +172,11 @@ class Objective:
         try:
             kwargs, clipped = fit_to_budget(exp.algo_class, kwargs, n_timesteps=exp.n_timesteps, n_envs=exp.n_envs)
         except BudgetError as exc:
-            trial.set_user_attr(PRUNE_REASON_ATTR, str(exc))
+            trial.set_user_attr(TrialAttr.PRUNE_REASON, str(exc))
             _logger.info("Trial %d pruned before training: %s", trial.number, exc)
             raise optuna.TrialPruned(str(exc)) from exc
         if clipped:
-            trial.set_user_attr(CLIPPED_ATTR, clipped)
+            trial.set_user_attr(TrialAttr.CLIPPED, clipped)
             changes = ", ".join(f"{key} {change['from']} -> {change['to']}" for key, change in clipped.items())
             _logger.info("Trial %d fitted under -n %d: %s", trial.number, exp.n_timesteps, changes)
         return kwargs
@@ -293,7 +284,7 @@ class Objective:
         if results[0].normalize_gamma is not None:
             trial.set_user_attr(TrialAttr.NORMALIZE_GAMMA, results[0].normalize_gamma)
         trial.set_user_attr(TrialAttr.TRAIN_TIME, sum(r.train_time for r in results))
-        trial.set_user_attr(N_UPDATES_ATTR, sum(r.n_updates for r in results))
+        trial.set_user_attr(TrialAttr.N_UPDATES, sum(r.n_updates for r in results))
         curve = []
         for index, point in enumerate(results[0].curve):
             seeds = [r.curve[index] for r in results if len(r.curve) > index]

@@ -15,6 +15,7 @@ import yaml
 
 from zoo_ext import options, storage, tracking, workers
 from zoo_ext.attrs import StudyAttr, TrialAttr
+from zoo_ext.ceiling import BudgetError, fit_to_budget
 from zoo_ext.errors import ZooExtError
 from zoo_ext.objectives import resolve_objectives
 from zoo_ext.pruners import create_pruner
@@ -66,11 +67,8 @@ def create_study(exp: Experiment) -> StudySetup:
         objectives = resolve_objectives(opts.objectives)
         directions = [o.direction for o in objectives]
         _check_config_keys(exp)
-        if exp.n_timesteps < exp.n_envs and not opts.no_clip_to_budget:
-            raise options.OptionError(
-                f"-n {exp.n_timesteps} is less than one env step for each of the {exp.n_envs} envs: no trial fits it;"
-                f" give -n {exp.n_envs} or more, or fewer envs (-params n_envs:{max(1, exp.n_timesteps)})"
-            )
+        if not opts.no_clip_to_budget:
+            _check_ceiling(exp)
         space = SEARCH_SPACES.get(opts.search_space, exp.algo)
         info = _probe(exp, space, opts.search_space)
         make_sampler = functools.partial(
@@ -161,6 +159,14 @@ def create_study(exp: Experiment) -> StudySetup:
         seed_racing=opts.seed_racing,
     )
     return StudySetup(study, objective, pruner_used=pruner_name, sampler_seed=sampler_seed)
+
+
+def _check_ceiling(exp: Experiment) -> None:
+    """Raise :class:`~zoo_ext.options.OptionError` if no trial can fit ``-n`` (too few steps for the envs)."""
+    try:
+        fit_to_budget(exp.algo_class, exp.base_kwargs(), n_timesteps=exp.n_timesteps, n_envs=exp.n_envs)
+    except BudgetError as exc:
+        raise options.OptionError(f"{exc}: no trial fits it; give a larger -n") from exc
 
 
 def _check_config_keys(exp: Experiment) -> None:

@@ -184,8 +184,9 @@ def run_trials(
 
 def _queue_interrupted(study: optuna.Study, numbers: Sequence[int], retries: int) -> None:
     """Queue the interrupted trials ``numbers`` again (at most ``retries`` times each), saying what happened to each."""
+    trials = study.get_trials(deepcopy=False)
     for number in numbers:
-        trial = study.get_trials(deepcopy=False)[number]
+        trial = trials[number]
         if trial.state != TrialState.FAIL:
             continue
         if storage.retry_trial(study, trial, max_retry=retries):
