@@ -90,6 +90,20 @@ class TrialAttr(StrEnum):
     #: Written by the built-in spaces for reports.
     NET_ARCH = "net_arch"
     REPLAY_RATIO = "replay_ratio"
+    #: Population-based training: the member a segment trial belongs to (0 ... population - 1).
+    PBT_MEMBER = "pbt_member"
+    #: The segment's index in its member's training (0: the first ``--perturb-interval`` steps).
+    PBT_GENERATION = "pbt_generation"
+    #: The trial whose checkpoint the segment started from (absent in generation 0).
+    PBT_PARENT_TRIAL = "pbt_parent_trial"
+    #: The segment copied a better member's checkpoint (exploit) instead of its own member's.
+    PBT_EXPLOITED = "pbt_exploited"
+    #: The segment's end checkpoint in the artifact store: file kind -> artifact id.
+    PBT_CHECKPOINT = "pbt_checkpoint"
+    #: The model's env steps when the segment ended (its age, across its lineage's segments).
+    PBT_MODEL_STEPS = "pbt_model_steps"
+    #: The perturbable values read back from the live model after the segment trained.
+    PBT_LIVE = "pbt_live"
 
 
 #: JSON type of each study attribute's value (None allowed where a value may be cleared).
@@ -133,6 +147,13 @@ TRIAL_TYPES: Mapping[TrialAttr, type | tuple[type, ...]] = {
     TrialAttr.WARM_START: bool,
     TrialAttr.NET_ARCH: list,
     TrialAttr.REPLAY_RATIO: float,
+    TrialAttr.PBT_MEMBER: int,
+    TrialAttr.PBT_GENERATION: int,
+    TrialAttr.PBT_PARENT_TRIAL: int,
+    TrialAttr.PBT_EXPLOITED: bool,
+    TrialAttr.PBT_CHECKPOINT: dict,
+    TrialAttr.PBT_MODEL_STEPS: int,
+    TrialAttr.PBT_LIVE: dict,
 }
 
 

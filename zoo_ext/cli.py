@@ -96,7 +96,7 @@ def _export_comment(study: optuna.Study, trial: optuna.trial.FrozenTrial, names:
 def _export(args: argparse.Namespace) -> int:
     import yaml
 
-    from zoo_ext import options, record, reports, storage
+    from zoo_ext import options, pbt, record, reports, storage
 
     try:
         output = Path(args.output)
@@ -104,13 +104,20 @@ def _export(args: argparse.Namespace) -> int:
             raise options.OptionError(f"-o/--output {args.output!r} is a folder: give the YAML file to write")
         options.check_writable_folder(output.parent, "-o/--output", value=args.output)
         study = storage.load_existing_study(args.storage, args.study_name, zoo_ext=True)
-        number = args.trial if args.trial is not None else reports.pick(study, args.pick)
+        population = pbt.is_population(study)
+        if args.trial is not None:
+            number = args.trial
+        else:
+            number = pbt.best_segment(study) if population and args.pick is None else reports.pick(study, args.pick)
         trial = storage.finished_trial(study, number, storage=args.storage, force=args.force)
         if record.RECORD_ATTR not in trial.user_attrs:
             raise record.RecordError(f"trial {number} failed before its hyperparameters were recorded")
         attrs = study.user_attrs
-        tuned = record.trial_hyperparams(study, number, attrs[StudyAttr.ALGO])
-        entry = record.merge(attrs[StudyAttr.ZOO_CONFIG], tuned)
+        if population:  # the member's values over its training, as schedules
+            entry = pbt.schedule_entry(study, number)
+        else:
+            tuned = record.trial_hyperparams(study, number, attrs[StudyAttr.ALGO])
+            entry = record.merge(attrs[StudyAttr.ZOO_CONFIG], tuned)
     except (ZooExtError, ValueError) as exc:  # an unwritable -o, StudyError, RecordError, a --pick that does not apply
         exit_with_error(exc)
     comment = _export_comment(study, trial, reports.objective_names(study))

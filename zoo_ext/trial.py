@@ -166,11 +166,15 @@ class Objective:
             raise self._fail(trial, str(exc)) from exc
         return kwargs
 
+    def _ceiling(self) -> int:
+        """Return the env steps one training run of a trial may take: ``-n``."""
+        return self.exp.n_timesteps
+
     def _fit_to_budget(self, trial: optuna.Trial, kwargs: dict[str, Any]) -> dict[str, Any]:
         """Return ``kwargs`` fitted under the ``-n`` ceiling (user attribute ``clipped``); prune what cannot fit."""
         exp = self.exp
         try:
-            kwargs, clipped = fit_to_budget(exp.algo_class, kwargs, n_timesteps=exp.n_timesteps, n_envs=exp.n_envs)
+            kwargs, clipped = fit_to_budget(exp.algo_class, kwargs, n_timesteps=self._ceiling(), n_envs=exp.n_envs)
         except BudgetError as exc:
             trial.set_user_attr(TrialAttr.PRUNE_REASON, str(exc))
             _logger.info("Trial %d pruned before training: %s", trial.number, exc)
@@ -178,7 +182,7 @@ class Objective:
         if clipped:
             trial.set_user_attr(TrialAttr.CLIPPED, clipped)
             changes = ", ".join(f"{key} {change['from']} -> {change['to']}" for key, change in clipped.items())
-            _logger.info("Trial %d fitted under -n %d: %s", trial.number, exp.n_timesteps, changes)
+            _logger.info("Trial %d fitted under %d env steps: %s", trial.number, self._ceiling(), changes)
         return kwargs
 
     def _reporter(self, trial: optuna.Trial, done: list[RunResult]) -> Callable[[int, float], bool]:

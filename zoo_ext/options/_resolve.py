@@ -95,6 +95,7 @@ def resolve(args: argparse.Namespace, block: Any, *, algo: str, source: str | No
             "heartbeat_interval",
         )
     _check_racing(options, names)
+    _check_scheduler(options, names, given)
     check(options, algo=algo, names=names)
     return options
 
@@ -116,7 +117,7 @@ def _checked(option: Option, value: Any, names: _Names) -> Any:
         return value
     if option.kind == "list":
         value = [value] if isinstance(value, str) else value
-        if not value or not all(isinstance(item, str) for item in value):
+        if not (value or option.default == ()) or not all(isinstance(item, str) for item in value):
             raise error(f"must be a list of names, got {value!r}")
         return tuple(value)
     if option.kind == "int":
@@ -181,6 +182,41 @@ def _check_racing(options: ZooOptions, names: _Names) -> None:
         )
     if options.pruner == "racing" and not options.seed_racing:
         raise names.error(f"{pruner} 'racing' compares the seeds of trials: it needs {racing}", "pruner", "seed_racing")
+
+
+def _check_scheduler(options: ZooOptions, names: _Names, given: set[str]) -> None:
+    """Raise :class:`OptionError` for a population setting out of range or a combination PBT cannot run."""
+    scheduler = names("scheduler")
+    if not 0 <= options.pbt_quantile <= 0.5:
+        quantile = names("pbt_quantile")
+        raise names.error(f"{quantile} must be between 0 and 0.5, got {options.pbt_quantile}", "pbt_quantile")
+    if not 0 <= options.pbt_resample_probability <= 1:
+        raise names.error(
+            f"{names('pbt_resample_probability')} must be between 0 and 1, got {options.pbt_resample_probability}",
+            "pbt_resample_probability",
+        )
+    if options.scheduler == "none":
+        return
+    refusals = {
+        "n_seeds": (options.n_seeds != 1, f"trains one model per member: {names('n_seeds')} must be 1"),
+        "seed_racing": (options.seed_racing, "has no seeds to race: each member is one model"),
+        "objectives": (
+            options.objectives != ("mean_reward",),
+            f"ranks members by their evaluation return: drop {names('objectives')}",
+        ),
+        "pruner": (
+            "pruner" in given and options.pruner != "none",
+            f"replaces pruning (a bad member copies a good one): drop {names('pruner')}",
+        ),
+        "n_workers": (
+            options.n_workers > options.population,
+            f"runs at most one segment per member at a time: {names('n_workers')} {options.n_workers} is more"
+            f" than {names('population')} {options.population}",
+        ),
+    }
+    for dest, (refused, why) in refusals.items():
+        if refused:
+            raise names.error(f"{scheduler} {options.scheduler} {why}", "scheduler", dest)
 
 
 def check(options: ZooOptions, *, algo: str, names: _Names | None = None) -> None:

@@ -86,6 +86,58 @@ OPTIONS: tuple[Option, ...] = (
         kind="flag",
     ),
     Option(
+        "scheduler",
+        "--scheduler",
+        "none",
+        "Population-based training instead of one static config per trial: pbt (exploit a better member's"
+        " checkpoint, perturb its values) or pb2 (the same, explore by a GP bandit); none: a plain study",
+        choices=("none", "pbt", "pb2"),
+    ),
+    Option(
+        "population",
+        "--population",
+        8,
+        "PBT/PB2: members trained side by side; each runs -n env steps in segments of --perturb-interval",
+        kind="int",
+        minimum=2,
+        minimum_note="a population needs another member to copy",
+    ),
+    Option(
+        "perturb_interval",
+        "--perturb-interval",
+        0,
+        "PBT/PB2: env steps of one segment (one trial) between exploit/explore steps (0: a tenth of -n)",
+        kind="int",
+    ),
+    Option(
+        "pbt_quantile",
+        "--pbt-quantile",
+        0.25,
+        "PBT/PB2: the bottom fraction of members that copy a member of the top fraction (0 to 0.5)",
+        kind="float",
+    ),
+    Option(
+        "pbt_resample_probability",
+        "--pbt-resample-probability",
+        0.25,
+        "PBT: chance that an explored value is drawn anew from its range instead of multiplied by 0.8 or 1.2",
+        kind="float",
+    ),
+    Option(
+        "pbt_keys",
+        "--pbt-keys",
+        (),
+        "PBT/PB2: the constructor kwargs perturbed during training (default: every key the algorithm can change"
+        " in a live model; see `python -m zoo_ext list`)",
+        kind="list",
+    ),
+    Option(
+        "artifact_store",
+        "--artifact-store",
+        None,
+        "PBT/PB2: where checkpoints go: a folder (default: <log folder>/artifacts) or s3://BUCKET for many machines",
+    ),
+    Option(
         "n_workers",
         "--n-workers",
         1,
@@ -232,6 +284,13 @@ class ZooOptions:
     n_seeds: int = field(default_factory=_fresh("n_seeds"))
     seed_racing: bool = field(default_factory=_fresh("seed_racing"))
     no_clip_to_budget: bool = field(default_factory=_fresh("no_clip_to_budget"))
+    scheduler: str = field(default_factory=_fresh("scheduler"))
+    population: int = field(default_factory=_fresh("population"))
+    perturb_interval: int = field(default_factory=_fresh("perturb_interval"))
+    pbt_quantile: float = field(default_factory=_fresh("pbt_quantile"))
+    pbt_resample_probability: float = field(default_factory=_fresh("pbt_resample_probability"))
+    pbt_keys: tuple[str, ...] = field(default_factory=_fresh("pbt_keys"))
+    artifact_store: str | None = field(default_factory=_fresh("artifact_store"))
     n_workers: int = field(default_factory=_fresh("n_workers"))
     heartbeat_interval: int = field(default_factory=_fresh("heartbeat_interval"))
     grace_period: int = field(default_factory=_fresh("grace_period"))

@@ -25,7 +25,14 @@ __all__ = [
 NOT_RUN = "not run: "
 
 #: Trial user attributes a retry keeps: the rest (record, seeds, worker, failure) belongs to the failed run.
-RETRY_KEPT_ATTRS = (TrialAttr.WARM_START,)
+#: A population segment keeps its place in the population and the checkpoint it starts from.
+RETRY_KEPT_ATTRS = (
+    TrialAttr.WARM_START,
+    TrialAttr.PBT_MEMBER,
+    TrialAttr.PBT_GENERATION,
+    TrialAttr.PBT_PARENT_TRIAL,
+    TrialAttr.PBT_EXPLOITED,
+)
 
 
 def is_external_failure(trial: FrozenTrial) -> bool:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 import yaml
 
-from zoo_ext import options, storage, tracking, workers
+from zoo_ext import options, pbt, storage, tracking, workers
 from zoo_ext.attrs import StudyAttr, TrialAttr
 from zoo_ext.ceiling import BudgetError, fit_to_budget
 from zoo_ext.errors import ZooExtError
@@ -21,6 +21,7 @@ from zoo_ext.objectives import resolve_objectives
 from zoo_ext.pruners import create_pruner
 from zoo_ext.registry import did_you_mean
 from zoo_ext.samplers import create_sampler
+from zoo_ext.schedules import LIVE_KEYS, live_keys
 from zoo_ext.spaces import SEARCH_SPACES, SearchSpace
 from zoo_ext.spaces._probe import SpaceInfo, accepted_kwargs, probe_space
 from zoo_ext.spaces._warm import warm_start
@@ -67,8 +68,10 @@ def create_study(exp: Experiment) -> StudySetup:
         objectives = resolve_objectives(opts.objectives)
         directions = [o.direction for o in objectives]
         _check_config_keys(exp)
+        plan = pbt.plan_for(exp)
         if not opts.no_clip_to_budget:
-            _check_ceiling(exp)
+            _check_ceiling(exp, plan.interval if plan is not None else exp.n_timesteps)
+        store = _check_population(exp, plan) if plan is not None else None
         space = SEARCH_SPACES.get(opts.search_space, exp.algo)
         info = _probe(exp, space, opts.search_space)
         make_sampler = functools.partial(
@@ -86,7 +89,7 @@ def create_study(exp: Experiment) -> StudySetup:
                 f"sampler {opts.sampler!r} ({type(sampler).__name__}) supports one objective only; "
                 f"{len(directions)} objectives need a multi-objective sampler: tpe, nsga2, nsga3, random, qmc, gp"
             )
-        pruner_name = opts.pruner
+        pruner_name = opts.pruner if plan is None else "none"  # a population exploits instead of pruning
         if len(directions) > 1 and pruner_name != "none":
             _logger.warning(
                 "pruner %r disabled: Optuna cannot prune a multi-objective study (trial.report is single-objective)",
@@ -148,6 +151,11 @@ def create_study(exp: Experiment) -> StudySetup:
         study.set_user_attr(StudyAttr.OBJECTIVES, list(opts.objectives))
     if tracking.UID_ATTR not in study.user_attrs:
         study.set_user_attr(tracking.UID_ATTR, tracking.study_uid(exp.storage, study.study_name))
+    if plan is not None:
+        segment = pbt.SegmentObjective(exp, space, opts.search_space, plan=plan, store=store)
+        if not workers.is_worker():
+            segment.population.fill(study)
+        return StudySetup(study, segment, pruner_used="none", sampler_seed=sampler_seed)
     objective = Objective(
         exp,
         space,
@@ -161,12 +169,36 @@ def create_study(exp: Experiment) -> StudySetup:
     return StudySetup(study, objective, pruner_used=pruner_name, sampler_seed=sampler_seed)
 
 
-def _check_ceiling(exp: Experiment) -> None:
-    """Raise :class:`~zoo_ext.options.OptionError` if no trial can fit ``-n`` (too few steps for the envs)."""
+def _check_ceiling(exp: Experiment, n_timesteps: int) -> None:
+    """Raise :class:`~zoo_ext.options.OptionError` if no trial can fit ``n_timesteps`` (too few for the envs)."""
     try:
-        fit_to_budget(exp.algo_class, exp.base_kwargs(), n_timesteps=exp.n_timesteps, n_envs=exp.n_envs)
+        fit_to_budget(exp.algo_class, exp.base_kwargs(), n_timesteps=n_timesteps, n_envs=exp.n_envs)
     except BudgetError as exc:
-        raise options.OptionError(f"{exc}: no trial fits it; give a larger -n") from exc
+        larger = "-n" if n_timesteps == exp.n_timesteps else "--perturb-interval"
+        raise options.OptionError(f"{exc}: no trial fits it; give a larger {larger}") from exc
+
+
+def _check_population(exp: Experiment, plan: pbt.Plan) -> Any:
+    """Return the checkpoints' artifact store; raise :class:`~zoo_ext.options.OptionError` for keys or a
+    store the population cannot use."""
+    valid = live_keys(exp.algo)
+    if not valid:
+        raise options.OptionError(
+            f"--scheduler {plan.scheduler}: zoo_ext does not know which {exp.algo} hyperparameters can change during"
+            f" training; algorithms it knows: {', '.join(sorted(LIVE_KEYS))}"
+        )
+    unknown = [key for key in plan.keys if key not in valid or key not in pbt.RANGES]
+    if unknown:
+        raise options.OptionError(
+            f"--pbt-keys {', '.join(unknown)}: {exp.algo} cannot change {'it' if len(unknown) == 1 else 'them'} in a"
+            f" live model.{did_you_mean(unknown, list(valid))} Valid keys: {', '.join(valid)}"
+        )
+    if exp.options.warm_start:
+        raise options.OptionError(f"--scheduler {plan.scheduler} samples its first generation: drop --warm-start")
+    try:
+        return pbt.artifact_store(exp.options.artifact_store, exp.log_folder)
+    except pbt.ArtifactStoreError as exc:
+        raise options.OptionError(str(exc)) from exc
 
 
 def _check_config_keys(exp: Experiment) -> None:

@@ -20,7 +20,7 @@ import optuna
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from zoo_ext import progress, storage, tracking, workers
+from zoo_ext import pbt, progress, storage, tracking, workers
 from zoo_ext.attrs import FailKind, StudyAttr, TrialAttr, set_failure
 from zoo_ext.study._rules import consecutive_failures, env_steps_used, stop_rule
 from zoo_ext.trial import Objective, TrialFailed
@@ -77,8 +77,12 @@ def budget_total(exp: Experiment) -> int:
     """Return the study's trial budget: ``--max-total-trials``, else ``--n-trials``, counted over the whole study.
 
     Complete, pruned and running trials count (failed ones do not), so a resumed study runs
-    only what is missing; raise ``--n-trials`` to ask for more.
+    only what is missing; raise ``--n-trials`` to ask for more. A population (``--scheduler``) has
+    one trial per member segment instead.
     """
+    plan = pbt.plan_for(exp)
+    if plan is not None:
+        return plan.total_trials
     return exp.max_total_trials if exp.max_total_trials is not None else exp.n_trials
 
 
@@ -151,6 +155,10 @@ def run_trials(
     ]
     if n_jobs == 1:  # with --n-jobs threads another thread's running trial would be frozen, never freed
         callbacks.append(_freeze_survivors)
+    population = objective.population if isinstance(objective, pbt.SegmentObjective) else None
+    if population is not None:
+        run_trial = pbt.only_segments(run_trial)
+        callbacks.append(_stop_when_nothing_waits)
     run = functools.partial(
         study.optimize, within_budget(run_trial, total), n_jobs=n_jobs, gc_after_trial=True,
         catch=(TrialFailed,), callbacks=callbacks,
@@ -167,6 +175,12 @@ def run_trials(
                 _logger.info("study %r stopped: %s", study.study_name, reason)
                 return Outcome(stopped=reason)
             missing = total - n_counted(study)
+            if missing > 0 and population is not None and not _waiting(study):
+                # Every segment left is running elsewhere, or a member's chain broke (retries spent): wait, or
+                # queue what is missing.
+                if not _wait_for_running(study, tracker, exp, seen) and not population.fill(study):
+                    return Outcome(failure=f"the population has no segment to run; {total - missing} of {total} done")
+                continue
             if missing > 0:
                 # n_trials caps this process's --n-jobs threads too; the callback stops it early when other
                 # workers fill the budget, and a failed trial is made up by the next round of this loop.
@@ -180,6 +194,16 @@ def run_trials(
         if exp.storage is not None:  # in memory, nothing is left to resume
             _queue_interrupted(study, objective.interrupted, exp.options.trial_retries)
         return Outcome(signal=name)
+
+
+def _waiting(study: optuna.Study) -> bool:
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def _stop_when_nothing_waits(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Stop this worker's round before it asks for a trial that no queued segment would fill."""
+    if not _waiting(study):
+        study.stop()
 
 
 def _queue_interrupted(study: optuna.Study, numbers: Sequence[int], retries: int) -> None:
