@@ -198,8 +198,8 @@ def _check_scheduler(options: ZooOptions, names: _Names, given: set[str]) -> Non
     if options.scheduler == "none":
         return
     refusals = {
-        "n_seeds": (options.n_seeds != 1, f"trains one model per member: {names('n_seeds')} must be 1"),
         "seed_racing": (options.seed_racing, "has no seeds to race: each member is one model"),
+        "n_seeds": (options.n_seeds != 1, f"trains one model per member: {names('n_seeds')} must be 1"),
         "objectives": (
             options.objectives != ("mean_reward",),
             f"ranks members by their evaluation return: drop {names('objectives')}",

@@ -51,6 +51,8 @@ def _bound(key: str, current: float) -> Bound:
     """Return ``key``'s range, widened to hold ``current`` (a first-generation value the space drew outside it)."""
     bound = RANGES[key]
     low = min(bound.low, current) if current > 0 or not bound.log else bound.low
+    if bound.integer:
+        low = max(math.floor(low), 1 if bound.log else 0)
     return Bound(low, max(bound.high, current), log=bound.log, integer=bound.integer)
 
 
@@ -83,8 +85,9 @@ def explore_pbt(
         else:
             factor = _FACTORS[int(rng.integers(len(_FACTORS)))]
             new = _clip(bound, max(current, bound.low) * factor)
-            if bound.integer and new == current:
-                new = _clip(bound, current + (1 if factor > 1 else -1))
+            step = 1 if factor > 1 else -1
+            if bound.integer and new == current:  # at a bound the step goes the other way
+                new = _clip(bound, current + step) if _clip(bound, current + step) != current else current - step
         explored[key] = from_search(key, new)
     return explored
 
@@ -116,7 +119,8 @@ def distribution(key: str, value: float) -> Any:
 
     bound = _bound(key, to_search(key, value))
     if key in _ONE_MINUS:
-        return optuna.distributions.FloatDistribution(from_search(key, bound.high), from_search(key, bound.low))
+        upper = max(from_search(key, bound.low), value)  # gae_lambda 1 (A2C's default): no discount at all
+        return optuna.distributions.FloatDistribution(from_search(key, bound.high), upper)
     if bound.integer:
         return optuna.distributions.IntDistribution(int(bound.low), int(bound.high), log=bound.log)
     if value <= 0:  # a coefficient that is off (ent_coef 0) lies outside its log range

@@ -15,7 +15,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -113,7 +112,7 @@ class SegmentObjective(Objective):
             folder = Path(tmp)
             if parent_number is None:
                 kwargs = self._fit_buffer(trial, self.sample(trial))
-                values = {k: float(kwargs[k]) for k in self.plan.keys if _is_number(kwargs.get(k))}
+                values: dict[str, float] | None = None  # read from the model: SB3's default for a key not sampled
                 start: Any = kwargs
                 gamma = kwargs.get("gamma")
             else:
@@ -148,6 +147,22 @@ class SegmentObjective(Objective):
             trial.set_user_attr(TrialAttr.RECORD, record.encode(kwargs))
         return kwargs
 
+    def _first_values(self, trial: optuna.Trial, model: BaseAlgorithm) -> dict[str, float]:
+        """Return a first segment's explored values as its model has them, and record them.
+
+        A key the space did not sample has SB3's default; a schedule (``lin_0.001``) starts at its
+        initial value and stays there: a population trains constant values between its steps.
+        """
+        values = {}
+        for key in self.plan.keys:
+            try:
+                values[key] = read_live(model, key)
+            except (AttributeError, TypeError, ValueError):  # e.g. SAC's ent_coef "auto": not a number
+                continue
+        typed = {key: as_kwarg(key, value) for key, value in values.items()}
+        trial.set_user_attr(TrialAttr.RECORD, {**trial.user_attrs[TrialAttr.RECORD], **typed})
+        return values
+
     def _build(self, start: Any, env: Any, seed: int, folder: Path) -> BaseAlgorithm:
         """Return the segment's model: built from kwargs (first generation) or restored from checkpoint ids."""
         exp = self.exp
@@ -162,7 +177,7 @@ class SegmentObjective(Objective):
         self,
         trial: optuna.Trial,
         start: Any,
-        values: Mapping[str, float],
+        values: Mapping[str, float] | None,
         seed: int,
         steps: int,
         gamma: float | None,
@@ -176,6 +191,8 @@ class SegmentObjective(Objective):
         eval_env = exp.make_env(exp.n_eval_envs, eval_env=True, gamma=gamma)
         try:
             model = self._build(start, env, seed, folder)
+            if values is None:
+                values = self._first_values(trial, model)
             for key, value in values.items():
                 set_live(model, key, value)
             first_step, first_update = int(model.num_timesteps), gradient_steps(model)
@@ -203,7 +220,3 @@ class SegmentObjective(Objective):
             eval_env.close()
         self.population.advance(trial.study, trial, mean)
         return mean
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
