@@ -52,6 +52,8 @@ class StudyAttr(StrEnum):
     OBJECTIVES = "objectives"
     #: The warm start: which tuned values the space could and could not represent.
     WARM_START = "warm_start"
+    #: A population's plan (``--scheduler``): scheduler, population, interval, generations, keys.
+    PBT_PLAN = "pbt_plan"
 
 
 class TrialAttr(StrEnum):
@@ -121,6 +123,7 @@ STUDY_TYPES: Mapping[StudyAttr, type | tuple[type, ...]] = {
     StudyAttr.TEST_SCORES: dict,
     StudyAttr.OBJECTIVES: list,
     StudyAttr.WARM_START: dict,
+    StudyAttr.PBT_PLAN: dict,
 }
 
 #: JSON type of each trial attribute's value.

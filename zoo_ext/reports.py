@@ -3,6 +3,8 @@
 HTML embeds plotly.js (no CDN: many clusters are offline); PNG comes from Optuna's matplotlib
 backend (no browser needed). Parameter importances are PED-ANOVA's (:func:`importance_evaluator`),
 which rates conditional parameters too. A plot that cannot be drawn yet is skipped with a log message.
+A population study (``--scheduler pbt|pb2``) also gets ``population.png`` (:func:`population_plot`):
+each member's reward and perturbed values over its env steps, its exploits marked.
 """
 
 from __future__ import annotations
@@ -23,7 +25,16 @@ from zoo_ext import storage
 from zoo_ext.attrs import StudyAttr, TrialAttr
 from zoo_ext.statistics import sign
 
-__all__ = ["PLOTS", "describe_best", "importance_evaluator", "pareto_table", "pick", "write_report"]
+__all__ = [
+    "PLOTS",
+    "describe_best",
+    "importance_evaluator",
+    "member_segments",
+    "pareto_table",
+    "pick",
+    "population_plot",
+    "write_report",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -35,6 +46,8 @@ PLOTS = {
 }
 #: Characters of an objective name (e.g. a dotted path ``pkg.mod:fn``) not used in file names.
 _FILE_UNSAFE = re.compile(r"[^\w.-]")
+#: How the population plot marks a segment that copied another member's checkpoint.
+_EXPLOIT_MARKER: dict[str, Any] = {"marker": "*", "s": 140, "edgecolors": "black", "linewidths": 0.6, "zorder": 3}
 
 
 def _draw(name: str, draw: Callable[[], Any], save: Callable[[Any], None]) -> bool:
@@ -109,11 +122,16 @@ def _objective_value(index: int, trial: optuna.trial.FrozenTrial) -> float:
 def write_report(study: optuna.Study, folder: Path, *, plots: bool = True, trials: Any = None) -> list[Path]:
     """Write ``trials.csv`` and the study's plots (HTML and PNG) into ``folder``; return the files.
 
+    A population study also gets ``population.png`` (:func:`population_plot`), even without ``plots``.
+
     ``trials``: the study's ``trials_dataframe()`` when the caller already has it.
     """
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / "trials.csv"]
     (study.trials_dataframe() if trials is None else trials).to_csv(written[0])
+    population = population_plot(study, folder / "population.png")  # also with --no-optim-plots: it is the result
+    if population is not None:
+        written.append(population)
     if not plots or not any(t.state.is_finished() for t in study.get_trials(deepcopy=False)):
         return written
     import matplotlib
@@ -140,6 +158,106 @@ def write_report(study: optuna.Study, folder: Path, *, plots: bool = True, trial
         if _draw(name, partial(fn_png, plotted, **kwargs), save_png):
             written.append(png)
     return written
+
+
+def member_segments(study: optuna.Study) -> dict[int, list[tuple[int, optuna.trial.FrozenTrial]]]:
+    """Return each member's complete segments in generation order, each with the member's env steps so far.
+
+    The env steps are the sum of ``env_steps`` of the member's complete segments up to and including
+    the segment: the x axis on which a population's members are compared (the plot, the member runs
+    in MLflow). Trials without ``pbt_member`` (a plain study) are left out, so a plain study gives {}.
+    """
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+        if TrialAttr.PBT_MEMBER in t.user_attrs
+    ]
+    done.sort(key=lambda t: (t.user_attrs[TrialAttr.PBT_GENERATION], t.number))
+    members: dict[int, list[tuple[int, optuna.trial.FrozenTrial]]] = {}
+    for trial in done:
+        steps = members.setdefault(int(trial.user_attrs[TrialAttr.PBT_MEMBER]), [])
+        total = (steps[-1][0] if steps else 0) + int(trial.user_attrs.get(TrialAttr.ENV_STEPS, 0))
+        steps.append((total, trial))
+    return dict(sorted(members.items()))
+
+
+def population_plot(study: optuna.Study, path: Path) -> Path | None:
+    """Draw a population study's members into the PNG ``path``; return it, or None for a study with no complete segment.
+
+    The first panel is each member's reward (the segment's value) against its env steps
+    (:func:`member_segments`); each perturbed key (``pbt_live``) gets a panel of its values on the
+    same axis, in log scale when they span more than a decade. A star marks a segment that copied
+    another member's checkpoint (exploit): where a member's curve jumps, the star says why.
+    """
+    members = member_segments(study)
+    if not members:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted(
+        {key for segs in members.values() for _, t in segs for key in t.user_attrs.get(TrialAttr.PBT_LIVE, {})}
+    )
+    fig, axes = plt.subplots(1 + len(keys), 1, sharex=True, figsize=(7.0, 3.0 + 2.2 * len(keys)), squeeze=False)
+    reward = axes[0][0]
+    for member, segs in members.items():
+        color = f"C{member % 10}"
+        xs = [x for x, _ in segs]
+        exploited = [bool(t.user_attrs.get(TrialAttr.PBT_EXPLOITED)) for _, t in segs]
+        _member_line(reward, xs, [t.value for _, t in segs], exploited, color, label=f"member {member}")
+        for key, (ax,) in zip(keys, axes[1:], strict=True):
+            live = [t.user_attrs.get(TrialAttr.PBT_LIVE, {}).get(key) for _, t in segs]
+            _member_line(ax, xs, live, exploited, color, steps=True)
+    reward.scatter([], [], color="white", label="exploit: copied a checkpoint", **_EXPLOIT_MARKER)
+    reward.set_title(f"population of study {study.study_name!r}")
+    reward.set_ylabel(f"{objective_names(study)[0]} (segment end)")
+    reward.legend(fontsize=7, loc="best")
+    for key, (ax,) in zip(keys, axes[1:], strict=True):
+        values = [float(y) for line in ax.get_lines() for y in line.get_ydata()]
+        if values and min(values) > 0 and max(values) / min(values) > 10:
+            ax.set_yscale("log")
+        ax.set_ylabel(key)
+    for (ax,) in axes:
+        ax.grid(alpha=0.3)
+    axes[-1][0].set_xlabel("member env steps (its complete segments)")
+    fig.tight_layout()
+    fig.savefig(path, bbox_inches="tight", dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _member_line(
+    ax: Any,
+    xs: list[int],
+    ys: list[Any],
+    exploited: list[bool],
+    color: str,
+    *,
+    label: str | None = None,
+    steps: bool = False,
+) -> None:
+    """Draw one member's values ``ys`` over its env steps ``xs`` on ``ax`` (None skipped), starring its exploits.
+
+    ``steps``: each value held over the whole segment it ends (a perturbed value), drawn as a staircase.
+    """
+    points = [(x, float(y), jump) for x, y, jump in zip(xs, ys, exploited, strict=True) if y is not None]
+    if not points:
+        return
+    line_x, line_y, _ = zip(*points, strict=True)
+    ax.plot(
+        line_x,
+        line_y,
+        marker="o",
+        markersize=4,
+        color=color,
+        drawstyle="steps-pre" if steps else "default",
+        label=label,
+    )
+    jumps = [(x, y) for x, y, jump in points if jump]
+    if jumps:
+        ax.scatter(*zip(*jumps, strict=True), color=color, **_EXPLOIT_MARKER)
 
 
 def objective_names(study: optuna.Study) -> list[str]:

@@ -12,7 +12,8 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from helpers import STOCK, finish, mlflow_store, run, start
+from helpers import STOCK, finish, mlflow_runs, mlflow_store, run, start
+from mlflow import MlflowClient
 from optuna.storages import JournalStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
@@ -76,12 +77,25 @@ def test_two_workers_train_a_population_and_its_best_schedule_retrains_with_stoc
     out = proc.stdout + proc.stderr
     study = optuna.load_study(study_name="p", storage=url)
     assert_population_done(study, population=3, generations=3, interval=1024)
-    pids = {t.user_attrs[TrialAttr.WORKER]["pid"] for t in study.trials}
-    assert len(pids) == 2, out[-2000:]
-    steps = [t.user_attrs[TrialAttr.ENV_STEPS] for t in study.trials]
-    assert f"Total env steps used: {sum(steps)}" in out
+    done = segments(study, (TrialState.COMPLETE,))
+    # Two workers asking at once for the last WAITING segment: the loser's fresh trial is failed unrun.
+    assert all(t.user_attrs[TrialAttr.FAIL_KIND] == "not_run" for t in study.trials if t not in done)
+    assert len({t.user_attrs[TrialAttr.WORKER]["pid"] for t in done}) == 2, out[-2000:]
+    assert f"Total env steps used: {sum(t.user_attrs[TrialAttr.ENV_STEPS] for t in done)}" in out
     artifacts = list((workdir / "logs" / "artifacts").iterdir())
-    assert len(artifacts) == len(study.trials)  # one model per segment (A2C: no VecNormalize, no replay buffer)
+    assert len(artifacts) == len(done)  # one model per segment (A2C: no VecNormalize, no replay buffer)
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    (parent,) = mlflow_runs(env["MLFLOW_TRACKING_URI"])[0]
+    assert "population.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    members = client.search_runs([parent.info.experiment_id], "tags.`zoo_ext.role` = 'pbt_member'")
+    assert sorted(r.info.run_name for r in members) == ["member-0", "member-1", "member-2"]
+    for member in members:
+        assert member.data.tags["mlflow.parentRunId"] == parent.info.run_id and member.info.status == "FINISHED"
+        history = client.get_metric_history(member.info.run_id, "mean_reward")
+        number = int(member.data.tags["pbt_member"])
+        own = [t for t in study.trials if t.user_attrs[TrialAttr.PBT_MEMBER] == number]
+        own.sort(key=lambda t: t.user_attrs[TrialAttr.PBT_GENERATION])
+        assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx([t.value for t in own])
 
     exported = workdir / "best.yml"
     run([sys.executable, "-m", "zoo_ext", "export", "--storage", url, "--study-name", "p", "-o", str(exported)],

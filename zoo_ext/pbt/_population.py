@@ -64,6 +64,14 @@ class Plan:
             resample_probability=opts.pbt_resample_probability,
         )
 
+    def as_dict(self) -> dict[str, Any]:
+        """Return the plan as the study records it (``pbt_plan``), for reports and tracking."""
+        return {
+            "scheduler": self.scheduler, "population": self.population, "n_timesteps": self.n_timesteps,
+            "interval": self.interval, "generations": self.generations, "keys": list(self.keys),
+            "quantile": self.quantile, "resample_probability": self.resample_probability,
+        }  # fmt: skip
+
     @property
     def generations(self) -> int:
         """Return the segments per member: ``-n`` in pieces of ``--perturb-interval`` (the last may be shorter)."""

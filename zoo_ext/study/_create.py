@@ -153,6 +153,8 @@ def create_study(exp: Experiment) -> StudySetup:
         study.set_user_attr(tracking.UID_ATTR, tracking.study_uid(exp.storage, study.study_name))
     if plan is not None:
         segment = pbt.SegmentObjective(exp, space, opts.search_space, plan=plan, store=store)
+        if StudyAttr.PBT_PLAN not in study.user_attrs:
+            study.set_user_attr(StudyAttr.PBT_PLAN, plan.as_dict())
         if not workers.is_worker():
             segment.population.fill(study)
         return StudySetup(study, segment, pruner_used="none", sampler_seed=sampler_seed)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import optuna
 
-from zoo_ext import progress, storage, tracking, workers
+from zoo_ext import pbt, progress, storage, tracking, workers
 from zoo_ext.study._create import StudySetup, create_study, create_tracker
 from zoo_ext.study._loop import Outcome, budget_total, n_finished, progress_line, recover, run_tracked
 from zoo_ext.study._reevaluate import reevaluate
@@ -73,7 +73,9 @@ def _finish(setup: StudySetup, tracker: tracking.Tracker | None, exp: Experiment
     report = summarize(study, exp, pruner=setup.pruner_used)
     if tracker is not None:
         tracker.close_stale_runs(study)
-        tracker.log_study_artifacts(report)
+        tracker.log_study_artifacts(report)  # a population's report holds population.png
+        if isinstance(setup.objective, pbt.SegmentObjective):
+            tracker.log_population(study)
         status = "FINISHED" if outcome.completed else "FAILED" if outcome.failure else "KILLED"
         tracker.end_study(status, study=study)
 

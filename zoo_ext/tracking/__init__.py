@@ -14,7 +14,8 @@ Modules, bottom to top (each imports only those below it):
 - ``_tracker``: the :class:`Tracker`, the one object the engine talks to, delegating to the modules above;
 - ``_objective``: objective wrappers giving each trial its run (:class:`TrackedObjective` for a
   zoo_ext RL study, :class:`RunPerTrial` for any objective);
-- ``_sync``: ``mlflow-sync``, the runs missing for a study's finished trials (and runs left open completed).
+- ``_sync``: ``mlflow-sync``, the runs missing for a study's finished trials (and runs left open completed);
+- ``_population``: a population study's members (``--scheduler pbt|pb2``), one run each under the parent run.
 
 Names: Optuna accepts parameter names MLflow rejects (``net_arch[0]``, ``lr (log)``, empty, over
 250 characters, resolving to ``.`` or ``..``). Such a param, metric or tag key is logged under the
@@ -52,12 +53,14 @@ from zoo_ext.tracking._mapping import (
     value_names,
 )
 from zoo_ext.tracking._objective import Objective, RunPerTrial, TrackedObjective
+from zoo_ext.tracking._population import MEMBER_TAG, log_population
 from zoo_ext.tracking._study_run import environment_tags, versions
 from zoo_ext.tracking._sync import OPTUNA_PACKAGES, sync_study, sync_tracker
 from zoo_ext.tracking._tracker import Tracker
 from zoo_ext.tracking._trial_runs import hyperparams_file, yaml_dump
 
 __all__ = [
+    "MEMBER_TAG",
     "NAMES_ARTIFACT",
     "NUMBER_TAG",
     "OPTUNA_PACKAGES",
@@ -78,6 +81,7 @@ __all__ = [
     "default_experiment_name",
     "environment_tags",
     "hyperparams_file",
+    "log_population",
     "mlflow_key",
     "mlflow_keys",
     "optuna_study_params",

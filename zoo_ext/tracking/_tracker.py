@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from zoo_ext.tracking._connection import Connection
 from zoo_ext.tracking._mapping import ZOO, TrialMapping
 from zoo_ext.tracking._names import Names
+from zoo_ext.tracking._population import log_population
 from zoo_ext.tracking._queue import FLUSH_TIMEOUT, UpdateQueue, queued
 from zoo_ext.tracking._study_run import StudyRun
 from zoo_ext.tracking._trial_runs import TrialRuns
@@ -265,6 +266,12 @@ class Tracker:
         See ``TrialRuns.log_finished``.
         """
         return self._trials.log_finished(study)
+
+    @queued
+    def log_population(self, study: optuna.Study) -> None:
+        """Log one run per population member under the parent run: its segments as steps (see ``log_population``)."""
+        self.call(log_population, self.client, experiment_id=self.experiment_id, parent_run_id=self.parent_run_id,
+                  study=study)  # fmt: skip
 
     @queued
     def log_test_scores(
