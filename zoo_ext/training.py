@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -126,14 +126,18 @@ def train_run(
     model_path: Path | None = None,
     measure_inference: bool = False,
     on_steps: Callable[[int], None] | None = None,
+    callbacks: Sequence[BaseCallback] = (),
+    n_timesteps: int | None = None,
 ) -> RunResult:
     """Train one agent with ``kwargs`` and ``seed`` and return its evaluations; raises on errors.
 
     ``on_eval(index, mean_reward)`` is called after each evaluation; False stops the run
     (``stopped``). A run whose evaluation is not finite stops with ``diverged``. ``on_steps(n)``
     receives the env steps trained so far before each evaluation and once more when the run
-    ends, whether it completes, stops or raises.
+    ends, whether it completes, stops or raises. ``callbacks`` run beside the evaluation (e.g. a
+    population's schedule); ``n_timesteps`` replaces ``-n``.
     """
+    n_timesteps = n_timesteps or exp.n_timesteps
     result = RunResult(seed=seed)
     env = eval_env = None
     model: BaseAlgorithm | None = None
@@ -157,14 +161,14 @@ def train_run(
         callback = TrialEvalCallback(
             eval_env,
             n_eval_episodes=exp.n_eval_episodes,
-            eval_freq=max(int(exp.n_timesteps / exp.n_evaluations) // exp.n_envs, 1),
+            eval_freq=max(int(n_timesteps / exp.n_evaluations) // exp.n_envs, 1),
             deterministic=exp.deterministic_eval,
             on_eval=on_eval,
             log_path=log_path,
             on_steps=on_steps,
         )
         result.curve = callback.curve
-        model.learn(exp.n_timesteps, callback=[*exp.extra_callbacks(), callback], **exp.learn_kwargs(model))
+        model.learn(n_timesteps, callback=[*exp.extra_callbacks(), *callbacks, callback], **exp.learn_kwargs(model))
         result.train_time = time.perf_counter() - start
         if not callback.curve and not callback.is_pruned:
             callback.evaluate()

@@ -73,7 +73,8 @@ def assert_population_done(study: optuna.Study, *, population: int, generations:
 def test_two_workers_train_a_population_and_its_best_schedule_retrains_with_stock_rl_zoo3(workdir: Path) -> None:
     env = {"MLFLOW_TRACKING_URI": mlflow_store(workdir)}
     url = f"sqlite:///{workdir / 'pbt.db'}"
-    proc = run([*STOCK, *pbt_args(url, "p", interval=1024), "--n-workers", "2"], workdir, env=env)
+    reevaluate = ["--reevaluate-top", "1", "--eval-seeds", "2"]
+    proc = run([*STOCK, *pbt_args(url, "p", interval=1024), "--n-workers", "2", *reevaluate], workdir, env=env)
     out = proc.stdout + proc.stderr
     study = optuna.load_study(study_name="p", storage=url)
     assert_population_done(study, population=3, generations=3, interval=1024)
@@ -97,11 +98,14 @@ def test_two_workers_train_a_population_and_its_best_schedule_retrains_with_stoc
         own.sort(key=lambda t: t.user_attrs[TrialAttr.PBT_GENERATION])
         assert [m.value for m in sorted(history, key=lambda m: m.step)] == pytest.approx([t.value for t in own])
 
+    best = max((t for t in done if t.user_attrs[TrialAttr.PBT_GENERATION] == 2), key=lambda t: t.value)
+    tests = study.user_attrs["test_scores"]  # the best member's schedule re-trained from scratch on 2 fresh seeds
+    assert set(tests) == {str(best.number), "baseline"} and len(tests[str(best.number)]["scores"]["mean_reward"]) == 2
+
     exported = workdir / "best.yml"
     run([sys.executable, "-m", "zoo_ext", "export", "--storage", url, "--study-name", "p", "-o", str(exported)],
         workdir)  # fmt: skip
     entry = yaml.safe_load(exported.read_text())["CartPole-v1"]
-    best = max((t for t in segments(study) if t.user_attrs[TrialAttr.PBT_GENERATION] == 2), key=lambda t: t.value)
     assert entry["n_timesteps"] == best.user_attrs[TrialAttr.PBT_MODEL_STEPS]
     chain = [best]
     while TrialAttr.PBT_PARENT_TRIAL in chain[-1].user_attrs:

@@ -22,8 +22,9 @@ from zoo_ext import record
 from zoo_ext.attrs import FailKind, TrialAttr, set_failure
 from zoo_ext.ceiling import gradient_steps
 from zoo_ext.pbt import _checkpoint
-from zoo_ext.pbt._population import Plan, Population, segment_values, segments
-from zoo_ext.schedules import as_kwarg, live_keys, read_live, set_live
+from zoo_ext.pbt._export import schedule
+from zoo_ext.pbt._population import Plan, Population, lineage, segment_values, segments
+from zoo_ext.schedules import ScheduleCallback, as_kwarg, live_keys, read_live, set_live
 from zoo_ext.storage import WORKER_ATTR, worker_identity
 from zoo_ext.training import TrialEvalCallback, n_params
 from zoo_ext.trial import Objective, TrialFailed, trial_seeds
@@ -146,6 +147,21 @@ class SegmentObjective(Objective):
             trial.set_user_attr(TrialAttr.CLIPPED, clipped)
             trial.set_user_attr(TrialAttr.RECORD, record.encode(kwargs))
         return kwargs
+
+    def replay(self, study: optuna.Study, number: int) -> tuple[dict[str, Any], list[ScheduleCallback], int]:
+        """Return what re-trains segment ``number``'s model from scratch: kwargs, its schedule callback, env steps.
+
+        The kwargs are its lineage's first segment's (the space's values for that trial's params), the
+        explored keys at their first values; the callback replays each value that changed.
+        """
+        chain = lineage(study, number)
+        fixed: Any = optuna.trial.FixedTrial(chain[0].params, number=chain[0].number)
+        kwargs = self._fit_buffer(fixed, self.sample(fixed))
+        first = chain[0].user_attrs[TrialAttr.RECORD]
+        kwargs.update({key: as_kwarg(key, first[key]) for key in chain[-1].user_attrs.get(TrialAttr.PBT_LIVE, {})})
+        changing = schedule(study, number, list(chain[-1].user_attrs.get(TrialAttr.PBT_LIVE, {})))
+        steps = int(chain[-1].user_attrs[TrialAttr.PBT_MODEL_STEPS])
+        return kwargs, [ScheduleCallback(changing)] if changing else [], steps
 
     def _first_values(self, trial: optuna.Trial, model: BaseAlgorithm) -> dict[str, float]:
         """Return a first segment's explored values as its model has them, and record them.

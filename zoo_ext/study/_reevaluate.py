@@ -16,7 +16,7 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
-from zoo_ext import options, record, statistics, storage, tracking
+from zoo_ext import options, pbt, record, statistics, storage, tracking
 from zoo_ext.attrs import StudyAttr, TrialAttr
 from zoo_ext.ceiling import fit_to_budget
 from zoo_ext.objectives import aggregate
@@ -42,8 +42,15 @@ _KIND_TEXT = {ZOO_TUNED: "rl_zoo3's tuned hyperparameters", SB3_DEFAULTS: "the a
 
 
 def _candidates(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:
-    """Return the trials to re-evaluate: the ``top`` best (one objective) or Pareto-optimal (several)."""
-    if len(study.directions) > 1:
+    """Return the trials to re-evaluate: the ``top`` best (one objective) or Pareto-optimal (several).
+
+    In a population, the best members' last segments: each stands for its model's whole schedule.
+    """
+    if pbt.is_population(study):
+        done = pbt.segments(study, (TrialState.COMPLETE,))
+        last = max((t.user_attrs[TrialAttr.PBT_GENERATION] for t in done), default=0)
+        trials = [t for t in done if t.user_attrs[TrialAttr.PBT_GENERATION] == last]
+    elif len(study.directions) > 1:
         trials = study.best_trials
     else:
         trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -147,10 +154,13 @@ def baseline_config(exp: Experiment) -> tuple[str, dict[str, Any]]:
     return SB3_DEFAULTS, {"policy": kwargs["policy"]}
 
 
-def _train_scores(objective: Objective, kwargs: dict[str, Any], seeds: Sequence[int]) -> dict[str, Any]:
-    """Return the ``seeds``, per-objective ``scores`` and seed ``aggregate`` of ``kwargs`` trained once per seed."""
+def _train_scores(objective: Objective, kwargs: dict[str, Any], seeds: Sequence[int], **run: Any) -> dict[str, Any]:
+    """Return the ``seeds``, per-objective ``scores`` and seed ``aggregate`` of ``kwargs`` trained once per seed.
+
+    ``run``: more :func:`~zoo_ext.training.train_run` arguments (a population's schedule and length).
+    """
     inference = any(o.needs_inference for o in objective.objectives)
-    results = [train_run(objective.exp, kwargs, seed, measure_inference=inference) for seed in seeds]
+    results = [train_run(objective.exp, kwargs, seed, measure_inference=inference, **run) for seed in seeds]
     scores = {o.name: [o(r, objective.objective_metric) for r in results] for o in objective.objectives}
     summary = {name: aggregate(values, objective.seed_aggregate) for name, values in scores.items()}
     return {"seeds": list(seeds), "scores": scores, "aggregate": summary}
@@ -173,8 +183,12 @@ def _reevaluate(
     exp = objective.exp
     tests = dict(study.user_attrs.get(StudyAttr.TEST_SCORES, {}))
     for trial in todo:
-        fixed = optuna.trial.FixedTrial(trial.params, number=trial.number)
-        entry = _train_scores(objective, objective.sample(fixed), seeds)  # type: ignore[arg-type]
+        if isinstance(objective, pbt.SegmentObjective):  # the member's schedule, from scratch
+            kwargs, callbacks, steps = objective.replay(study, trial.number)
+            entry = _train_scores(objective, kwargs, seeds, callbacks=callbacks, n_timesteps=steps)
+        else:
+            fixed = optuna.trial.FixedTrial(trial.params, number=trial.number)
+            entry = _train_scores(objective, objective.sample(fixed), seeds)  # type: ignore[arg-type]
         tests[str(trial.number)] = entry
         study.set_user_attr(StudyAttr.TEST_SCORES, tests)
         if tracker is not None:
