@@ -51,6 +51,7 @@ def _list(args: argparse.Namespace) -> int:
     from zoo_ext.presets import PRESETS
     from zoo_ext.pruners import PRUNERS
     from zoo_ext.samplers import SAMPLERS
+    from zoo_ext.schedules import LIVE_KEYS
     from zoo_ext.spaces import SEARCH_SPACES
 
     algo = None if args.algo is None else _algo_name(args.algo)
@@ -63,6 +64,9 @@ def _list(args: argparse.Namespace) -> int:
         rows.extend((kind, e.name, e.source, e.description) for e in registry.entries())
     rows.append(("sampler", "hub:PACKAGE", "OptunaHub", "any OptunaHub sampler package (cache or --hub-registry)"))
     rows.append(("pruner", "hub:PACKAGE", "OptunaHub", "any OptunaHub pruner package (cache or --hub-registry)"))
+    for name, keys in LIVE_KEYS.items():  # what --scheduler pbt|pb2 perturbs by default
+        if algo is None or name == algo:
+            rows.append(("pbt keys", name, "zoo_ext", ", ".join(keys)))
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
     for row in rows:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
