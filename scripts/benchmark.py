@@ -19,7 +19,12 @@ or off (``ZOO_EXT_DISABLE=1``), in one invocation, so the ratios compare like wi
   cold``, the preset with 3 raced seeds, OptunaHub's DEHB when it loads offline) on every problem
   (DQN FrozenLake-v1, A2C CartPole-v1, PPO Pendulum-v1, SAC Pendulum-v1) at equal env steps per
   study, several study seeds, each best re-trained on fresh seeds: IQM with a bootstrap 95% CI,
-  P(improvement) over stock, env steps, wall time, a markdown table and ``leaderboard.png``.
+  P(improvement) over stock, env steps, wall time, a markdown table and ``leaderboard.png``;
+* pbt: population-based training (``--scheduler pbt`` and ``pb2``, population 8) against the ``cold``
+  preset's TPE at equal env steps (A2C CartPole-v1, PPO Pendulum-v1, several study seeds), each
+  study's best re-trained on fresh seeds (a population's best member through its exported
+  schedule and stock ``-conf``): IQM with a bootstrap 95% CI, P(> the preset); and the wall time of
+  one population with ``--n-workers 2`` against one worker, runs alternated.
 
 Usage::
 
@@ -107,12 +112,19 @@ class Budget:
         Problem("ppo", "Pendulum-v1", 50_000, 6),
         Problem("sac", "Pendulum-v1", 5_000, 6),
     )
+    #: The pbt section's problems: ``steps`` env steps per member, ``trials`` members (the preset's TPE gets
+    #: ``trials`` trials of ``steps``: the same env steps).
+    pbt_problems: tuple[Problem, ...] = (
+        Problem("a2c", "CartPole-v1", 20_000, 8),
+        Problem("ppo", "Pendulum-v1", 50_000, 8),
+    )
 
 
 QUICK = Budget(("a2c", "CartPole-v1"), 2048, 2, 1, 1024, 2, 2048, 2, (1,), 2, 2, small_study_pairs=1,
                cold_problems=(Problem("a2c", "CartPole-v1", 2048, 2),),
                racing_problem=Problem("a2c", "CartPole-v1", 1024, 2),
-               leaderboard_problems=(Problem("a2c", "CartPole-v1", 1024, 2),))  # fmt: skip
+               leaderboard_problems=(Problem("a2c", "CartPole-v1", 1024, 2),),
+               pbt_problems=(Problem("a2c", "CartPole-v1", 1024, 3),))  # fmt: skip
 FULL = Budget(("ppo", "Pendulum-v1"), 20_000, 5, 2, 32_000, 10, 100_000, 8, (1, 2, 3), 5, 10)
 
 
@@ -746,6 +758,141 @@ def leaderboard(run: Runner, budget: Budget) -> dict[str, Any]:
     return result
 
 
+#: The pbt section's methods: the preset's TPE, and populations whose first generation it samples.
+PBT_METHODS = (
+    Method("preset cold (TPE)", tuple(COLD)),
+    Method("PBT", ("--preset", "cold", "--scheduler", "pbt")),
+    Method("PB2", ("--preset", "cold", "--scheduler", "pb2")),
+)
+
+
+def population_args(problem: Problem, method: Method, seed: int, episodes: int, *extra: str) -> list[str]:
+    """Return a pbt-section study's flags: a population of ``trials`` members, 5 segments each, or the preset's TPE."""
+    common = ["--seed", str(seed), "--num-threads", "1", "--eval-episodes", str(episodes), *extra]
+    if "--scheduler" not in method.args:
+        budget_steps = str((problem.trials - 1) * problem.steps + 1)
+        return study_args(problem.algo, problem.env_id, problem.steps, 10 * problem.trials, "lb", *method.args,
+                          "--budget-steps", budget_steps, *common)  # fmt: skip
+    return ["--algo", problem.algo, "--env", problem.env_id, "-optimize", "-n", str(problem.steps),
+            "--storage", "lb.log", "--study-name", "lb", "--no-optim-plots", *method.args,
+            "--population", str(problem.trials), "--perturb-interval", str(-(-problem.steps // 5)), *common]  # fmt: skip
+
+
+def retrain_schedule(run: Runner, folder: str, seed: int, problem: Problem, episodes: int) -> float:
+    """Re-train a population's best member from scratch with ``seed`` (its exported schedule, stock ``-conf``)."""
+    conf = run.root / folder / "best.yml"
+    if not conf.exists():
+        export = [sys.executable, "-m", "zoo_ext", "export", "--storage", str(run.root / folder / "lb.log"),
+                  "--study-name", "lb", "-o", str(conf)]  # fmt: skip
+        subprocess.run(export, check=True, capture_output=True, text=True)
+    import yaml
+
+    steps = int(yaml.safe_load(conf.read_text())[problem.env_id]["n_timesteps"])
+    out = f"{folder}/retrain-{seed}"
+    args = ["--algo", problem.algo, "--env", problem.env_id, "-conf", str(conf), "--num-threads", "1",
+            "--seed", str(seed), "--eval-freq", str(steps), "--eval-episodes", str(episodes), "-f", "logs"]  # fmt: skip
+    run(out, args, stock=False)
+    (npz,) = (run.root / out / "logs").rglob("evaluations.npz")
+    return float(np.load(npz)["results"][-1].mean())
+
+
+def population_section(run: Runner, budget: Budget) -> dict[str, Any]:
+    """PBT and PB2 against the cold preset's TPE at equal env steps, re-trained on fresh seeds; workers' wall time.
+
+    Per (problem, method): the IQM of the re-trained scores (study seeds x fresh seeds) with its
+    95% bootstrap CI, P(improvement) over the preset, env steps and wall time of the studies. A
+    population's best member is its furthest generation's best segment, re-trained from scratch
+    with its schedule. Then one population (the first problem, PBT) runs with one worker and with
+    ``--n-workers 2``, alternated (1, 2, 2, 1), alone on the machine: the ratio of their wall times.
+    """
+    from zoo_ext import statistics as stats
+    from zoo_ext import storage
+    from zoo_ext.pbt import best_segment
+
+    problems = budget.pbt_problems
+    fresh = [100_000 + i for i in range(budget.retrain_seeds)]
+    print(f"== pbt: {len(problems)} problems x {len(PBT_METHODS)} methods, study seeds {list(budget.study_seeds)}, "
+          f"best re-trained on {len(fresh)} fresh seeds x {budget.eval_episodes} episodes")  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    retrains: list[tuple[dict[str, Any], Any]] = []
+    with ThreadPoolExecutor(2) as pool:
+        studies = {}
+        for problem in problems:
+            for seed in budget.study_seeds:
+                for method in PBT_METHODS:
+                    slug = method.label.split(" ")[0]
+                    folder = f"pbt/{problem.algo}-{problem.env_id}/{slug}-{seed}"
+                    args = population_args(problem, method, seed, budget.eval_episodes)
+                    studies[pool.submit(run, folder, args, stock=False)] = (problem, method, seed, folder)
+        for done in as_completed(studies):
+            wall = done.result()
+            problem, method, seed, folder = studies[done]
+            study = load_study(run.root / folder / "lb.log", "lb")
+            trials = study.get_trials(deepcopy=False)
+            population = "--scheduler" in method.args
+            best = study.trials[best_segment(study)] if population else best_trial(trials)
+            row: dict[str, Any] = {
+                "problem": f"{problem.algo}-{problem.env_id}", "method": method.label, "study_seed": seed,
+                "best_trial": best.number, "best_trial_value": score(best), "env_steps_used": storage.env_steps(trials),
+                "wall_time": wall,
+            }  # fmt: skip
+            rows.append(row)
+            print(f"  (done: {row['problem']} {method.label} seed {seed}: best {score(best):.1f}, "
+                  f"{row['env_steps_used']} env steps, {wall:.0f} s)", flush=True)  # fmt: skip
+            for s in fresh:
+                if population:
+                    future = pool.submit(retrain_schedule, run, folder, s, problem, budget.eval_episodes)
+                else:
+                    future = pool.submit(retrain, run, folder, "lb", best.number, s, problem, budget.eval_episodes)
+                retrains.append((row, future))
+        for row, future in retrains:
+            row.setdefault("retrain_returns", []).append(future.result())
+    result: dict[str, Any] = {"rows": rows, "problems": {}}
+    lines = ["| problem | method | re-trained IQM [95% CI] | P(> preset) | env steps | wall time |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    for problem in problems:
+        part = f"{problem.algo}-{problem.env_id}"
+        print(f"-- {part}: {problem.trials} members (or trials) x {problem.steps} env steps per study")
+        summary: dict[str, Any] = {}
+        for method in PBT_METHODS:
+            method_rows = [r for r in rows if r["problem"] == part and r["method"] == method.label]
+            scores = [s for r in method_rows for s in r["retrain_returns"]]
+            summary[method.label] = {**stats.describe(scores, seed=0), "scores": scores,
+                                     "env_steps": sum(r["env_steps_used"] for r in method_rows),
+                                     "wall_time": sum(r["wall_time"] for r in method_rows)}  # fmt: skip
+        baseline = summary[PBT_METHODS[0].label]
+        for method in PBT_METHODS:
+            entry = summary[method.label]
+            entry["p_improvement"] = stats.probability_of_improvement(entry["scores"], baseline["scores"])
+            low, high = entry["ci95"] or [float("nan")] * 2
+            print(f"{method.label:20s} IQM {entry['iqm']:9.2f} [95% CI {low:.2f}, {high:.2f}] over "
+                  f"{len(entry['scores'])} re-trainings, P(> preset) {entry['p_improvement']:.2f}, "
+                  f"env steps {entry['env_steps']}, wall {entry['wall_time']:.0f} s")  # fmt: skip
+            cells = [part, method.label, f"{entry['iqm']:.2f} [{low:.2f}, {high:.2f}]", f"{entry['p_improvement']:.2f}",
+                     f"{entry['env_steps']:,}", f"{entry['wall_time']:.0f} s"]  # fmt: skip
+            lines.append("| " + " | ".join(cells) + " |")
+        result["problems"][part] = summary
+    print("\n".join(lines))
+    result["table"] = lines
+    result["workers"] = population_workers(run, budget)
+    return result
+
+
+def population_workers(run: Runner, budget: Budget) -> dict[str, Any]:
+    """Return the wall times of one population with 1 and 2 worker processes (alternated 1, 2, 2, 1) and their ratio."""
+    problem, method = budget.pbt_problems[0], PBT_METHODS[1]
+    walls: dict[int, list[float]] = {1: [], 2: []}
+    for i, workers in enumerate((1, 2, 2, 1)):
+        args = population_args(problem, method, 1, budget.eval_episodes, "--n-workers", str(workers), "--no-mlflow")
+        walls[workers].append(run(f"pbt/workers/{workers}-{i}", args, stock=False))
+    result = {"one": statistics.median(walls[1]), "two": statistics.median(walls[2]), "runs": walls}
+    result["ratio"] = ratio(result["two"], result["one"])
+    print(f"population of {problem.trials} ({problem.algo} {problem.env_id}, {problem.steps} env steps each): "
+          f"--n-workers 2 {result['two']:.0f} s vs 1 worker {result['one']:.0f} s: {result['ratio']:.2f}x "
+          "(target <= 0.6x)")  # fmt: skip
+    return result
+
+
 def plot_leaderboard(problems: dict[str, dict[str, Any]], path: Path, n_studies: int) -> None:
     """Draw per problem the re-trained IQM with its 95% CI against the mean env steps per study, a marker per method."""
     import matplotlib
@@ -797,7 +944,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--problems", nargs="+", default=(), help="leaderboard problems to run, as ALGO-ENV")
     parser.add_argument("--hub-registry", default=None, help="a local OptunaHub registry folder (DEHB offline)")
     sections = {"overhead": overhead, "small_study": small_study, "throughput": throughput, "search": search,
-                "cold": cold, "leaderboard": leaderboard}  # fmt: skip
+                "cold": cold, "leaderboard": leaderboard, "pbt": population_section}  # fmt: skip
     parser.add_argument("--sections", nargs="+", default=list(sections), choices=list(sections), help="default: all")
     args = parser.parse_args(argv)
     budget = QUICK if args.quick else FULL

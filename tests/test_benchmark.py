@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def test_quick_benchmark_prints_every_section(tmp_path: Path) -> None:
     proc = run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--quick", "--out", "bench"], tmp_path)
     for header in ("== overhead:", "== small study:", "== throughput:", "== search efficiency:", "== cold:",
-                   "== leaderboard:"):  # fmt: skip
+                   "== leaderboard:", "== pbt:"):  # fmt: skip
         assert header in proc.stdout
     assert "same trials (params) in both: yes" in proc.stdout  # zoo_ext samples exactly the stock trials
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
@@ -49,3 +49,9 @@ def test_quick_benchmark_prints_every_section(tmp_path: Path) -> None:
         assert label == "stock TPE+median" or entry["ceiling_ratio"] <= 2  # -n plus one rollout of at most -n
     assert (tmp_path / "bench" / "leaderboard.png").stat().st_size > 0
     assert "| a2c-CartPole-v1 | preset cold | " in proc.stdout
+    populations = results["pbt"]["problems"]["a2c-CartPole-v1"]
+    assert list(populations) == ["preset cold (TPE)", "PBT", "PB2"]
+    for entry in populations.values():  # a population's best member re-trained through its exported schedule
+        assert len(entry["scores"]) == 2 and all(math.isfinite(s) for s in entry["scores"])
+    assert populations["PBT"]["env_steps"] <= 3 * 1024 + 3 * 5 * 40  # 3 members x -n, at most a rollout per segment
+    assert results["pbt"]["workers"]["ratio"] > 0 and "| a2c-CartPole-v1 | PB2 | " in proc.stdout

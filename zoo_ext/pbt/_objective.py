@@ -214,7 +214,8 @@ class SegmentObjective(Objective):
             first_step, first_update = int(model.num_timesteps), gradient_steps(model)
             callback = TrialEvalCallback(eval_env, n_eval_episodes=exp.n_eval_episodes, eval_freq=0,
                                          deterministic=exp.deterministic_eval)  # fmt: skip
-            model.learn(steps, callback=[*exp.extra_callbacks(), callback], reset_num_timesteps=False,
+            callbacks = [*exp.extra_callbacks(), callback]
+            model.learn(_whole_rollouts(model, steps), callback=callbacks, reset_num_timesteps=False,
                         **exp.learn_kwargs(model))  # fmt: skip
             mean = callback.evaluate()
             trial.set_user_attr(TrialAttr.ENV_STEPS, int(model.num_timesteps) - first_step)
@@ -236,3 +237,13 @@ class SegmentObjective(Objective):
             eval_env.close()
         self.population.advance(trial.study, trial, mean)
         return mean
+
+
+def _whole_rollouts(model: BaseAlgorithm, steps: int) -> int:
+    """Return ``steps`` rounded down to whole rollouts of an on-policy ``model`` (at least one).
+
+    SB3 trains whole rollouts until it reaches the steps asked: asking for a multiple keeps a
+    member's segments adding up to ``-n`` instead of one rollout more per segment.
+    """
+    rollout = int(getattr(model, "n_steps", 0)) * model.n_envs
+    return max(rollout, steps // rollout * rollout) if rollout > 0 else steps

@@ -101,7 +101,7 @@ def create_study(exp: Experiment) -> StudySetup:
         n_steps = opts.n_seeds if opts.seed_racing else exp.n_evaluations * opts.n_seeds
         pruner = create_pruner(
             pruner_name,
-            opts.pruner_kwargs,
+            opts.pruner_kwargs if plan is None else {},
             n_startup_trials=exp.n_startup_trials,
             n_evaluations=n_steps,
             hub_registry=opts.hub_registry,
