@@ -89,6 +89,14 @@ TINY = ["-params", "n_envs:1", "n_steps:32", "batch_size:32"]
             "Did you mean 'n_warmup_steps' for 'n_warmup'? It accepts: n_startup_trials, n_warmup_steps",
         ),
         (
+            ["--scheduler", "pbt", "--pbt-keys", "lr", "tau"],
+            "--pbt-keys lr, tau: ppo cannot change them in a live model. Valid keys: learning_rate, ent_coef,",
+        ),
+        (["--scheduler", "pb2", "--n-seeds", "2"], "--scheduler pb2 trains one model per member: --n-seeds must be 1"),
+        (["--scheduler", "pbt", "--perturb-interval", "1"], "no trial fits it; give a larger --perturb-interval"),
+        (["--scheduler", "pbt", "--pruner", "median"], "--scheduler pbt replaces pruning (a bad member copies a good"),
+        (["--scheduler", "pbs"], "--scheduler must be one of none, pbt, pb2, got 'pbs'"),
+        (
             ["--sampler", "cmaes", "--sampler-kwargs", "restart_strategy:ipop"],
             "--sampler-kwargs 'restart_strategy:ipop': values are Python expressions (NameError: name 'ipop' is not"
             " defined); to pass a string, quote it: restart_strategy:\"'ipop'\"",

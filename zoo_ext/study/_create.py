@@ -153,8 +153,14 @@ def create_study(exp: Experiment) -> StudySetup:
         study.set_user_attr(tracking.UID_ATTR, tracking.study_uid(exp.storage, study.study_name))
     if plan is not None:
         segment = pbt.SegmentObjective(exp, space, opts.search_space, plan=plan, store=store)
-        if StudyAttr.PBT_PLAN not in study.user_attrs:
+        made = study.user_attrs.get(StudyAttr.PBT_PLAN)
+        if made is None:
             study.set_user_attr(StudyAttr.PBT_PLAN, plan.as_dict())
+        elif made["n_timesteps"] != plan.n_timesteps:
+            raise storage.StudyError(
+                f"study {study.study_name!r} is a population of members of -n {made['n_timesteps']} env steps: resume"
+                f" it with -n {made['n_timesteps']}, or pass a new --study-name (requested -n {plan.n_timesteps})"
+            )
         if not workers.is_worker():
             segment.population.fill(study)
         return StudySetup(study, segment, pruner_used="none", sampler_seed=sampler_seed)

@@ -57,6 +57,17 @@ def fingerprint(opts: options.ZooOptions, algo: str) -> dict[str, Any]:
         "objective_metric": opts.objective_metric,
         # Racing changes the trials' seeds and what they report: only recorded when on, so older studies resume.
         **({"seed_racing": True} if opts.seed_racing else {}),
+        # A population's members and segments: its queued trials belong to them (only recorded for one).
+        **(_population_fingerprint(opts) if opts.scheduler != "none" else {}),
+    }
+
+
+def _population_fingerprint(opts: options.ZooOptions) -> dict[str, Any]:
+    return {
+        "scheduler": opts.scheduler,
+        "population": opts.population,
+        "perturb_interval": opts.perturb_interval,
+        "pbt_keys": list(opts.pbt_keys),
     }
 
 
