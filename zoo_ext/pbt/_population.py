@@ -160,9 +160,9 @@ class Population:
         member, generation = attrs[TrialAttr.PBT_MEMBER], attrs[TrialAttr.PBT_GENERATION]
         if generation + 1 >= self.plan.generations:
             return
-        scores = {m: float(t.value) for m, t in latest_segments(study).items() if t.value is not None}
-        scores[member] = value
         latest = latest_segments(study)
+        scores = {m: float(t.value) for m, t in latest.items() if t.value is not None}
+        scores[member] = value
         rng = np.random.default_rng([self.seed, trial.number])
         donor = self._donor(member, scores, rng)
         if donor is None or donor not in latest:

@@ -176,9 +176,14 @@ def run_trials(
                 return Outcome(stopped=reason)
             missing = total - n_counted(study)
             if missing > 0 and population is not None and not _waiting(study):
-                # Every segment left is running elsewhere, or a member's chain broke (retries spent): wait, or
-                # queue what is missing.
-                if not _wait_for_running(study, tracker, exp, seen) and not population.fill(study):
+                # The next segments come when the running ones end (on any machine): wait for them. With none
+                # running, a member's chain broke (its retries spent): queue what is missing.
+                if recover(study, tracker, exp):
+                    continue
+                if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                    time.sleep(1)
+                    continue
+                if not population.fill(study):
                     return Outcome(failure=f"the population has no segment to run; {total - missing} of {total} done")
                 continue
             if missing > 0:
