@@ -773,9 +773,10 @@ def population_args(problem: Problem, method: Method, seed: int, episodes: int, 
         budget_steps = str((problem.trials - 1) * problem.steps + 1)
         return study_args(problem.algo, problem.env_id, problem.steps, 10 * problem.trials, "lb", *method.args,
                           "--budget-steps", budget_steps, *common)  # fmt: skip
+    interval = str(-(-problem.steps // 5))  # 5 segments per member
     return ["--algo", problem.algo, "--env", problem.env_id, "-optimize", "-n", str(problem.steps),
             "--storage", "lb.log", "--study-name", "lb", "--no-optim-plots", *method.args,
-            "--population", str(problem.trials), "--perturb-interval", str(-(-problem.steps // 5)), *common]  # fmt: skip
+            "--population", str(problem.trials), "--perturb-interval", interval, *common]  # fmt: skip
 
 
 def retrain_schedule(run: Runner, folder: str, seed: int, problem: Problem, episodes: int) -> float:
@@ -885,12 +886,10 @@ def population_workers(run: Runner, budget: Budget) -> dict[str, Any]:
     for i, workers in enumerate((1, 2, 2, 1)):
         args = population_args(problem, method, 1, budget.eval_episodes, "--n-workers", str(workers), "--no-mlflow")
         walls[workers].append(run(f"pbt/workers/{workers}-{i}", args, stock=False))
-    result = {"one": statistics.median(walls[1]), "two": statistics.median(walls[2]), "runs": walls}
-    result["ratio"] = ratio(result["two"], result["one"])
+    one, two = statistics.median(walls[1]), statistics.median(walls[2])
     print(f"population of {problem.trials} ({problem.algo} {problem.env_id}, {problem.steps} env steps each): "
-          f"--n-workers 2 {result['two']:.0f} s vs 1 worker {result['one']:.0f} s: {result['ratio']:.2f}x "
-          "(target <= 0.6x)")  # fmt: skip
-    return result
+          f"--n-workers 2 {two:.0f} s vs 1 worker {one:.0f} s: {ratio(two, one):.2f}x (target <= 0.6x)")  # fmt: skip
+    return {"one": one, "two": two, "ratio": ratio(two, one), "runs": walls}
 
 
 def plot_leaderboard(problems: dict[str, dict[str, Any]], path: Path, n_studies: int) -> None:

@@ -175,7 +175,8 @@ def test_the_package_is_layered_mapping_at_the_bottom() -> None:
         "_names": {"_mapping", "_connection"},
         "_study_run": {"_mapping", "_connection", "_names"},
         "_trial_runs": {"_mapping", "_connection", "_names", "_study_run"},
-        "_tracker": {"_mapping", "_connection", "_queue", "_names", "_study_run", "_trial_runs"},
+        "_population": {"_mapping", "_trial_runs"},
+        "_tracker": {"_mapping", "_connection", "_queue", "_names", "_study_run", "_trial_runs", "_population"},
         "_objective": {"_mapping", "_connection", "_trial_runs", "_tracker"},
         "_sync": {"_mapping", "_study_run", "_tracker", "_objective"},
     }
