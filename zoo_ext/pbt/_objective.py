@@ -7,6 +7,7 @@ whose model did not train with its own values (a restored checkpoint overwrote o
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import tempfile
@@ -138,9 +139,13 @@ class SegmentObjective(Objective):
                 raise self._fail(trial, f"training failed: {type(exc).__name__}: {exc}") from exc
 
     def _fit_buffer(self, trial: optuna.Trial, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """Return ``kwargs`` with a replay buffer no larger than ``-n``: every checkpoint carries it."""
-        size = kwargs.get("buffer_size")
-        if isinstance(size, int) and size > self.exp.n_timesteps:
+        """Return ``kwargs`` with a replay buffer no larger than ``-n``: every checkpoint carries it.
+
+        SB3's default (10^6 transitions) would make each checkpoint of a Pendulum member 40 MB.
+        """
+        parameter = inspect.signature(self.exp.algo_class.__init__).parameters.get("buffer_size")
+        size = kwargs.get("buffer_size", parameter.default if parameter is not None else None)
+        if isinstance(size, (int, float)) and size > self.exp.n_timesteps:
             kwargs = {**kwargs, "buffer_size": self.exp.n_timesteps}
             clipped = trial.user_attrs.get(TrialAttr.CLIPPED, {})
             clipped["buffer_size"] = {"from": size, "to": self.exp.n_timesteps}
