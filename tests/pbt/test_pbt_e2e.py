@@ -166,3 +166,13 @@ def test_a_killed_worker_s_segment_is_retried_from_its_start_checkpoint_and_a_st
     assert retry.state == TrialState.COMPLETE and retry.params == killed.params
     for key in (TrialAttr.PBT_MEMBER, TrialAttr.PBT_GENERATION, TrialAttr.PBT_PARENT_TRIAL, TrialAttr.PBT_EXPLOITED):
         assert retry.user_attrs[key] == killed.user_attrs[key], key
+
+
+def test_budget_steps_count_the_segments_env_steps(workdir: Path) -> None:
+    url = f"sqlite:///{workdir / 'pbt.db'}"
+    proc = run([*STOCK, *pbt_args(url, "b", interval=1024), "--no-mlflow", "--budget-steps", "2500"], workdir)
+    study = optuna.load_study(study_name="b", storage=url)
+    done = segments(study, (TrialState.COMPLETE,))
+    assert 3 <= len(done) < 9, [t.number for t in done]  # stopped once the segments trained 2,500 env steps
+    assert sum(t.user_attrs[TrialAttr.ENV_STEPS] for t in done) >= 2500
+    assert study.user_attrs["stop_reason"].startswith("budget-steps: "), proc.stderr[-2000:]
