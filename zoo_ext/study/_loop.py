@@ -159,6 +159,8 @@ def run_trials(
     if population is not None:
         run_trial = pbt.only_segments(run_trial)
         callbacks.append(_stop_when_nothing_waits)
+        if tracker is not None and not workers.is_worker():  # one process writes the member runs: no duplicates
+            callbacks.append(lambda study, _: tracker.log_population(study))
     run = functools.partial(
         study.optimize, within_budget(run_trial, total), n_jobs=n_jobs, gc_after_trial=True,
         catch=(TrialFailed,), callbacks=callbacks,
