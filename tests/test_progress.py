@@ -254,7 +254,8 @@ def test_stock_command_on_a_terminal_shows_the_study_total_once(workdir: Path) -
     # The launcher's line counts every worker's trials (the study's total, from the storage) ...
     assert re.fullmatch(r"trials ━+ 4/4 · best \S+ · ETA 0:00:00 · 4 complete, 0 pruned, 0 failed", lines[-1].strip())
     study = load(workdir)
-    assert len(study.trials) == 4
+    # Two workers finishing together may create a fifth trial, failed unrun (not_run): it is no failure on the line.
+    assert len([t for t in study.trials if t.user_attrs.get("fail_kind") != "not_run"]) == 4
     # ... and the worker, whose output is relayed above the line, draws none of its own: one line, kept once.
     assert sum("4/4" in line for line in lines) == 1
     finished = [line for line in screen if re.search(r"Trial \d+ finished", line)]

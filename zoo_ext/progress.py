@@ -101,7 +101,8 @@ class StudyProgress:
         trials = self.study.get_trials(deepcopy=False)
         counts = {state: 0 for state in TrialState}
         for trial in trials:
-            counts[trial.state] += 1
+            if not (trial.state == TrialState.FAIL and storage.was_not_run(trial)):  # never ran: not a failure
+                counts[trial.state] += 1
         complete, pruned = counts[TrialState.COMPLETE], counts[TrialState.PRUNED]
         if self.budget_steps > 0:
             unit, total = "env steps", self.budget_steps
