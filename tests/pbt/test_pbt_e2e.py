@@ -74,10 +74,12 @@ def test_two_workers_train_a_population_and_its_best_schedule_retrains_with_stoc
     env = {"MLFLOW_TRACKING_URI": mlflow_store(workdir)}
     url = f"sqlite:///{workdir / 'pbt.db'}"
     reevaluate = ["--reevaluate-top", "1", "--eval-seeds", "2"]
-    proc = run([*STOCK, *pbt_args(url, "p", interval=1024), "--n-workers", "2", *reevaluate], workdir, env=env)
+    # 4 members, the bottom half copies the top half: with 12 segments a run without any exploit is very unlikely.
+    flags = [*pbt_args(url, "p", interval=1024, population=4), "--pbt-quantile", "0.5", "--n-workers", "2"]
+    proc = run([*STOCK, *flags, *reevaluate], workdir, env=env)
     out = proc.stdout + proc.stderr
     study = optuna.load_study(study_name="p", storage=url)
-    assert_population_done(study, population=3, generations=3, interval=1024)
+    assert_population_done(study, population=4, generations=3, interval=1024)
     done = segments(study, (TrialState.COMPLETE,))
     # Two workers asking at once for the last WAITING segment: the loser's fresh trial is failed unrun.
     assert all(t.user_attrs[TrialAttr.FAIL_KIND] == "not_run" for t in study.trials if t not in done)
@@ -89,7 +91,7 @@ def test_two_workers_train_a_population_and_its_best_schedule_retrains_with_stoc
     (parent,) = mlflow_runs(env["MLFLOW_TRACKING_URI"])[0]
     assert "population.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     members = client.search_runs([parent.info.experiment_id], "tags.`zoo_ext.role` = 'pbt_member'")
-    assert sorted(r.info.run_name for r in members) == ["member-0", "member-1", "member-2"]
+    assert sorted(r.info.run_name for r in members) == ["member-0", "member-1", "member-2", "member-3"]
     for member in members:
         assert member.data.tags["mlflow.parentRunId"] == parent.info.run_id and member.info.status == "FINISHED"
         history = client.get_metric_history(member.info.run_id, "mean_reward")
