@@ -148,7 +148,8 @@ def test_a_killed_worker_s_segment_is_retried_from_its_start_checkpoint_and_a_st
     workdir: Path,
 ) -> None:
     storage = JournalStorage(JournalFileBackend(str(workdir / "pbt.log")))
-    args = [*STOCK, *pbt_args("pbt.log", "k", interval=4096), "--no-mlflow", "--trial-retries", "3"]
+    # segments of about 5 s: long enough that the kill lands mid-segment on an idle machine too
+    args = [*STOCK, *pbt_args("pbt.log", "k", interval=16384), "--no-mlflow", "--trial-retries", "3"]
     launcher = start([*args, "--n-workers", "2"], workdir)
     killed = _running_segment(storage, "k", launcher.pid)
     os.kill(killed.user_attrs[TrialAttr.WORKER]["pid"], signal.SIGKILL)
@@ -163,7 +164,7 @@ def test_a_killed_worker_s_segment_is_retried_from_its_start_checkpoint_and_a_st
 
     finish([start(args, workdir)])
     study = optuna.load_study(storage=storage, study_name="k")
-    assert_population_done(study, population=3, generations=3, interval=4096)
+    assert_population_done(study, population=3, generations=3, interval=16384)
     # Its retry may itself be interrupted by the SIGTERM and queued again: one of them completes, from the same start.
     retries = [t for t in study.trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == killed.number]
     (retry,) = [t for t in retries if t.state == TrialState.COMPLETE]
