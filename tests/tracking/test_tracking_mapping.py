@@ -84,6 +84,14 @@ def test_a_plain_trial_gives_intermediate_values_values_and_user_attrs() -> None
     }
 
 
+def test_a_trial_has_no_empty_tag() -> None:
+    trial = _plain_trial(TrialState.FAIL, label="", fail_reason="", size=7)
+    tags = _mapping.trial_tags(trial, trial.state, None, PLAIN)
+    assert tags == {"optuna.trial_state": "FAIL", "user_attr.size": "7"}  # an empty reason says nothing either
+    tags = _mapping.trial_tags(trial, trial.state, "ValueError: bad x", PLAIN)  # the given one replaces it
+    assert tags["user_attr.fail_reason"] == "ValueError: bad x" and "user_attr.label" not in tags
+
+
 def test_a_failed_trial_carries_its_reason() -> None:
     trial = _plain_trial(TrialState.FAIL)
     assert _mapping.trial_metrics(trial, None, tracking.TrialMapping(zoo=False, value_names=("v",))) == []
@@ -119,14 +127,19 @@ def test_study_progress_counts_trials_and_keeps_the_best_one() -> None:
     progress = _mapping.StudyProgress([StudyDirection.MAXIMIZE], ["mean_reward"])
     progress.add(0, TrialState.PRUNED, None, {"x": 0.5, "kind": "a"})
     assert progress.metrics() == {"n_complete": 0, "n_pruned": 1, "n_failed": 0}  # no value yet: no best
-    assert progress.tags() == {}
+    assert progress.tags() == {} and not progress.partial
     progress.add(1, TrialState.COMPLETE, [1.0], {"x": 0.1, "kind": "a"})
+    assert progress.tags() == {"best_trial": "1", "best_params.x": "0.1", "best_params.kind": "a"}
+    assert not progress.partial
     progress.add(2, TrialState.FAIL, None, {"x": 0.9})
     progress.add(3, TrialState.COMPLETE, [3.0], {"x": 0.3})  # a conditional space: no "kind" in this trial
     progress.add(4, TrialState.COMPLETE, [3.0], {"x": 0.4, "kind": "b"})  # a tie keeps the first best trial
     progress.add(5, TrialState.COMPLETE, [-2.0], {"x": 0.7, "kind": "b"})
     assert progress.metrics() == {"n_complete": 4, "n_pruned": 1, "n_failed": 1, "best_value": 3.0}
-    assert progress.tags() == {"best_trial": "3", "best_params.x": "0.3", "best_params.kind": ""}
+    # The best trial took no "kind" branch: no empty best_params.kind, and the parent run's old one is stale.
+    assert progress.tags() == {"best_trial": "3", "best_params.x": "0.3"} and progress.partial
+    progress.add(6, TrialState.COMPLETE, [4.0], {"x": 0.2, "kind": ""})  # an empty choice gives no tag either
+    assert progress.tags() == {"best_trial": "6", "best_params.x": "0.2"} and progress.partial
     minimize = _mapping.StudyProgress([StudyDirection.MINIMIZE], ["loss"])
     for number, value in enumerate([4.0, 2.0, 3.0]):
         minimize.add(number, TrialState.COMPLETE, [value], {"x": value})
@@ -141,7 +154,7 @@ def test_study_progress_of_several_objectives_keeps_the_pareto_front() -> None:
         progress.add(number, TrialState.COMPLETE, values, {})  # trial 4 is dominated by 1; 5 ties 1: both optimal
     assert progress.metrics() == {"n_complete": 5, "n_pruned": 0, "n_failed": 1, "pareto_front_size": 4,
                                   "best_loss": 0.5, "best_size": 2.0}  # fmt: skip
-    assert progress.tags() == {"pareto_trials": "1,2,3,5"}
+    assert progress.tags() == {"pareto_trials": "1,2,3,5"} and not progress.partial  # no best_params
     progress.add(6, TrialState.COMPLETE, (0.4, 3.0), {})  # dominates every other trial
     assert progress.metrics()["pareto_front_size"] == 1 and progress.tags() == {"pareto_trials": "6"}
 

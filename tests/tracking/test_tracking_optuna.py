@@ -136,6 +136,69 @@ def test_the_parent_run_tells_the_study_story(uri: str) -> None:
     best = study.best_trial
     assert tags["best_trial"] == str(best.number)
     assert tags["best_params.x"] == str(best.params["x"]) and tags["best_params.kind"] == best.params["kind"]
+    assert "zoo_ext.stop_reason" not in tags and _empty(tags) == []  # no stop rule: no reason, and no empty tag
+
+
+def _empty(tags: dict[str, str]) -> list[str]:
+    """Return the keys of ``tags`` whose value is empty."""
+    return [key for key, value in tags.items() if value == ""]
+
+
+def branchy(trial: optuna.Trial) -> float:
+    """A conditional space: ``layers`` exists only on the ``deep`` branch; an empty user attribute on every trial."""
+    if trial.suggest_categorical("kind", ["deep", "flat"]) == "deep":
+        trial.suggest_int("layers", 1, 4)
+    trial.set_user_attr("note", "")
+    return trial.suggest_float("x", 0.0, 10.0)
+
+
+def test_a_new_best_trial_without_a_branch_drops_the_old_best_params_tag(uri: str) -> None:
+    study = optuna.create_study(study_name="branches")
+    study.enqueue_trial({"kind": "deep", "layers": 2, "x": 5.0})
+    study.enqueue_trial({"kind": "flat", "x": 1.0})  # better, and no "layers"
+    client = MlflowClient(uri)
+    with track(study, branchy, tracking_uri=uri, tags={"team": ""}) as tracked:
+        study.optimize(tracked, n_trials=1)
+        tags = client.get_run(tracked.parent_run_id).data.tags
+        assert tags["best_trial"] == "0" and tags["best_params.layers"] == "2"
+        study.optimize(tracked, n_trials=1)
+        tags = client.get_run(tracked.parent_run_id).data.tags  # as the trial left it, before the study's end
+        assert tags["best_trial"] == "1" and "best_params.layers" not in tags
+    tags = client.get_run(tracked.parent_run_id).data.tags
+    best = {key: value for key, value in tags.items() if key.startswith("best_params.")}
+    assert tags["best_trial"] == "1" and best == {"best_params.kind": "flat", "best_params.x": "1.0"}
+    assert "team" not in tags and "zoo_ext.stop_reason" not in tags and _empty(tags) == []
+    _, children = _runs(uri, "branches")
+    for child in children.values():
+        assert "user_attr.note" not in child.data.tags and _empty(child.data.tags) == []
+
+
+def test_the_end_drops_best_params_tags_another_best_trial_left(uri: str) -> None:
+    """A stale tag the trials' logging did not remove (another process wrote it) is deleted when the study ends."""
+    study = optuna.create_study(study_name="stale-best")
+    study.enqueue_trial({"kind": "flat", "x": 1.0})
+    with track(study, branchy, tracking_uri=uri) as tracked:
+        study.optimize(tracked, n_trials=1)
+        MlflowClient(uri).set_tag(tracked.parent_run_id, "best_params.layers", "3")
+    tags = MlflowClient(uri).get_run(tracked.parent_run_id).data.tags
+    assert tags["best_params.kind"] == "flat" and "best_params.layers" not in tags and _empty(tags) == []
+
+
+def test_the_stop_reason_is_tagged_only_while_a_stop_rule_ended_the_study(uri: str, tmp_path: Path) -> None:
+    storage = _journal(tmp_path / "stop.log")
+    study = optuna.create_study(study_name="stopped", storage=storage)
+    reason = "patience: no improvement in 5 trials"
+    with track(study, branchy, tracking_uri=uri) as first:
+        study.optimize(first, n_trials=1)
+        study.set_user_attr("stop_reason", reason)
+    client = MlflowClient(uri)
+    assert client.get_run(first.parent_run_id).data.tags["zoo_ext.stop_reason"] == reason
+    study.set_user_attr("stop_reason", None)  # resumed, the study ran on: the old reason is stale
+    with track(study, branchy, tracking_uri=uri) as second:
+        study.optimize(second, n_trials=1)
+    assert second.parent_run_id == first.parent_run_id
+    tags = client.get_run(second.parent_run_id).data.tags
+    assert "zoo_ext.stop_reason" not in tags and _empty(tags) == []
 
 
 def test_the_last_process_to_log_leaves_the_study_as_it_is(uri: str) -> None:

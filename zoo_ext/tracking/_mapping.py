@@ -44,6 +44,8 @@ NUMBER_TAG = "optuna.trial_number"
 STATE_TAG = "optuna.trial_state"
 PARENT_TAG = "mlflow.parentRunId"
 NOTE_TAG = "mlflow.note.content"
+#: Prefix of the parent run's tags holding the best trial's params (one objective).
+BEST_PARAMS = "best_params."
 #: The parent run's artifact mapping renamed params, metrics and tags to their MLflow keys.
 NAMES_ARTIFACT = "mlflow_names.json"
 #: Trial user attributes of a zoo_ext study logged another way (params, metrics, artifact) rather than as tags.
@@ -173,6 +175,11 @@ def mlflow_keys(names: Iterable[str]) -> dict[str, str]:
     return {name: keys[name] for name in ordered}
 
 
+def non_empty(tags: Mapping[str, str]) -> dict[str, str]:
+    """Return ``tags`` without those whose value is '': an empty tag says nothing, yet MLflow shows it as set."""
+    return {key: value for key, value in tags.items() if value}
+
+
 def flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
     """Add ``value``'s leaves to ``out`` under dotted keys (``policy_kwargs.net_arch``)."""
     if isinstance(value, Mapping) and value:
@@ -257,16 +264,16 @@ def _logged_otherwise(key: str, mapping: TrialMapping) -> bool:
 def trial_tags(
     trial: FrozenTrial | optuna.Trial, state: TrialState, reason: str | None = None, mapping: TrialMapping = ZOO
 ) -> dict[str, str]:
-    """Return a trial's tags (original names): its final state, user attributes, and why it failed."""
+    """Return a trial's tags (original names): its final state, user attributes, and why it failed; none empty."""
     tags = {STATE_TAG: state.name}
     for key, value in trial.user_attrs.items():
         if not _logged_otherwise(key, mapping):
             tags[f"user_attr.{key}"] = text(value, MAX_TAG)
-    reason = trial.user_attrs.get(TrialAttr.FAIL_REASON, reason)
-    if reason is not None:
+    reason = trial.user_attrs.get(TrialAttr.FAIL_REASON) or reason
+    if reason:
         tags[f"user_attr.{TrialAttr.FAIL_REASON}"] = text(reason, MAX_TAG)
         tags[NOTE_TAG] = text(f"FAILED: {reason}", MAX_TAG)
-    return tags
+    return non_empty(tags)
 
 
 def stale_reason(trial: FrozenTrial) -> str | None:
@@ -384,16 +391,27 @@ class StudyProgress:
     def tags(self) -> dict[str, str]:
         """Return the parent run's tags: the best trial, or the Pareto front; none until a trial completed.
 
-        One objective: ``best_trial`` and ``best_params.<name>`` for every parameter of the study
-        (empty for one the best trial has not: a conditional space); several: ``pareto_trials``,
-        the Pareto-optimal trial numbers.
+        One objective: ``best_trial`` and ``best_params.<name>`` for each parameter of the best
+        trial (none for a parameter it has not, in a conditional space, nor for an empty value);
+        several: ``pareto_trials``, the Pareto-optimal trial numbers.
         """
         if len(self.signs) > 1:
             return {"pareto_trials": text(",".join(map(str, sorted(self.front))), MAX_TAG)} if self.front else {}
         if self.best_number is None:
             return {}
-        params = {f"best_params.{name}": text(self.best_params.get(name, ""), MAX_TAG) for name in self.param_names}
-        return {"best_trial": str(self.best_number), **params}
+        return {"best_trial": str(self.best_number), **self._best_params_tags()}
+
+    def _best_params_tags(self) -> dict[str, str]:
+        return non_empty({f"{BEST_PARAMS}{name}": text(value, MAX_TAG) for name, value in self.best_params.items()})
+
+    @property
+    def partial(self) -> bool:
+        """True if the best trial has no ``best_params`` tag for a parameter of the study (a conditional space).
+
+        A parent run's tag for such a parameter describes an earlier best trial.
+        """
+        one = len(self.signs) == 1 and self.best_number is not None
+        return one and len(self._best_params_tags()) < len(self.param_names)
 
 
 def _dominates(a: Sequence[float], b: Sequence[float]) -> bool:

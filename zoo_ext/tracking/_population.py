@@ -19,7 +19,7 @@ import optuna
 
 from zoo_ext.attrs import StudyAttr, TrialAttr
 from zoo_ext.reports import member_segments
-from zoo_ext.tracking._mapping import PARENT_TAG, ROLE_TAG, STUDY_TAG, UID_ATTR, UID_TAG, mlflow_key
+from zoo_ext.tracking._mapping import PARENT_TAG, ROLE_TAG, STUDY_TAG, UID_ATTR, UID_TAG, mlflow_key, non_empty
 from zoo_ext.tracking._trial_runs import _ms
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def _member_run(
         # As on the member's trial runs (their user attributes are tags), so one filter finds both.
         TrialAttr.PBT_MEMBER.value: str(member),
     }
-    run = client.create_run(experiment_id, start_time=start_time, tags=tags, run_name=f"member-{member}")
+    run = client.create_run(experiment_id, start_time=start_time, tags=non_empty(tags), run_name=f"member-{member}")
     return run.info.run_id, run.info.status
 
 

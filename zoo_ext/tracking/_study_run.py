@@ -3,7 +3,8 @@
 Every worker of a study converges on one parent run (the oldest with the study's id). Each ending
 trial logs the study's progress there at its step; when the study ends, the final progress is
 logged where the parent run holds other values (another worker's trial ended meanwhile), then the
-run ends (reopened when the study resumes).
+run ends (reopened when the study resumes). No tag is empty: a ``best_params.<name>`` tag the best
+trial has no value for (a conditional space) and a stop reason that no longer holds are deleted.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from zoo_ext.attrs import StudyAttr
 from zoo_ext.tracking._connection import Connection, first_line
 from zoo_ext.tracking._mapping import (
+    BEST_PARAMS,
     CARD_ARTIFACT,
     MAX_TAG,
     ROLE_TAG,
@@ -30,6 +32,7 @@ from zoo_ext.tracking._mapping import (
     StudyProgress,
     TrialMapping,
     card_metrics,
+    non_empty,
     objective_names,
     text,
 )
@@ -40,6 +43,8 @@ if TYPE_CHECKING:
 
 _logger = logging.getLogger("zoo_ext.tracking")
 
+#: The parent run's tag saying why a stop rule ended the study (--budget-steps, --target-value, --patience).
+STOP_TAG = "zoo_ext.stop_reason"
 #: The packages whose versions tag a parent run.
 PACKAGES = ("zoo_ext", "rl_zoo3", "stable_baselines3", "sb3_contrib", "optuna", "torch", "mlflow", "gymnasium")
 
@@ -108,7 +113,9 @@ class StudyRun:
         run = client.create_run(
             connection.experiment_id,
             run_name=self.run_name,
-            tags={ROLE_TAG: "study", STUDY_TAG: connection.study_name, UID_TAG: connection.study_uid, **tags},
+            tags=non_empty(
+                {ROLE_TAG: "study", STUDY_TAG: connection.study_name, UID_TAG: connection.study_uid, **tags}
+            ),
         )
         runs = self._runs()
         self.run_id = runs[0].info.run_id if runs else run.info.run_id
@@ -121,19 +128,29 @@ class StudyRun:
         """Log the final progress and stop reason of ``study`` (default: :attr:`study`), then end the run.
 
         The final counts, best value(s) and best trial are logged only where the parent run says
-        otherwise (a trial of another worker ended while this one logged). The run is reopened
-        when the study resumes.
+        otherwise (a trial of another worker ended while this one logged). The tag
+        ``zoo_ext.stop_reason`` is set when a stop rule ended the study, deleted when none did (a
+        resumed study ran on). The run is reopened when the study resumes.
         """
         if not self.run_id:
             return
         study = study or self.study
-        call = self._connection.call
+        connection = self._connection
         if study is not None:
-            self._log_final_progress(study)
-            # Why a stop rule ended the study (--budget-steps, --target-value, --patience); empty when none did.
-            reason = study.user_attrs.get(StudyAttr.STOP_REASON) or ""
-            call(self._connection.client.set_tag, self.run_id, "zoo_ext.stop_reason", text(reason, MAX_TAG))
-        call(self._connection.client.set_terminated, self.run_id, status)
+            run = connection.call(connection.client.get_run, self.run_id)
+            if run is not None:
+                self._log_final_progress(study, run)
+                self._log_stop_reason(study, run.data.tags)
+        connection.call(connection.client.set_terminated, self.run_id, status)
+
+    def _log_stop_reason(self, study: optuna.Study, logged: Mapping[str, str]) -> None:
+        """Set the parent run's :data:`STOP_TAG` to ``study``'s stop reason, or delete it (``logged``) when none."""
+        connection = self._connection
+        reason = text(study.user_attrs.get(StudyAttr.STOP_REASON) or "", MAX_TAG)
+        if reason and logged.get(STOP_TAG) != reason:
+            connection.call(connection.client.set_tag, self.run_id, STOP_TAG, reason)
+        elif not reason and STOP_TAG in logged:
+            connection.call(connection.client.delete_tag, self.run_id, STOP_TAG)
 
     def _progress(self, trials: Iterable[FrozenTrial], study: optuna.Study) -> StudyProgress:
         progress = StudyProgress(study.directions, objective_names(study, self.mapping))
@@ -153,6 +170,22 @@ class StudyRun:
         self._connection.log(self.run_id, metrics, tags=tags)
         self._names.save(self.run_id)
 
+    def _send_progress(self, metrics: Sequence[Metric], tags: Sequence[RunTag], progress: StudyProgress) -> None:
+        """Log ``progress``'s ``metrics`` and ``tags``; if the best trial lacks a parameter, delete stale best tags."""
+        self._send(metrics, tags)
+        if progress.partial:
+            run = self._connection.call(self._connection.client.get_run, self.run_id)
+            if run is not None:
+                self._delete_stale(run.data.tags, tags)
+
+    def _delete_stale(self, logged: Mapping[str, str], tags: Sequence[RunTag]) -> None:
+        """Delete the parent run's ``best_params.*`` tags (``logged``) not in ``tags``: an earlier best trial's."""
+        keys = {tag.key for tag in tags}
+        for key in logged:
+            if key.startswith(BEST_PARAMS) and key not in keys:
+                # Quiet: another worker may have deleted it meanwhile, which is what this call is for.
+                self._connection.attempt(self._connection.client.delete_tag, self.run_id, key, quiet=True)
+
     def log_progress(
         self, study: optuna.Study, number: int, state: TrialState, values: Sequence[float] | None,
         params: Mapping[str, Any], finished: Sequence[FrozenTrial] | None = None,
@@ -164,7 +197,8 @@ class StudyRun:
         storage, so whichever worker logs last logs the whole study. Metrics: ``n_complete``,
         ``n_pruned``, ``n_failed``, then ``best_value`` (the best so far) or, for several objectives,
         ``pareto_front_size`` and ``best_<objective>``; tags: ``best_trial`` and
-        ``best_params.<name>``, or ``pareto_trials``. A failure to compute them is a warning.
+        ``best_params.<name>`` (those the best trial has no value for deleted), or ``pareto_trials``.
+        A failure to compute them is a warning.
         """
         if not self._connection.enabled or not self.run_id:
             return
@@ -178,7 +212,7 @@ class StudyRun:
         except Exception as exc:  # noqa: BLE001 - the study's progress must not change the trial's outcome
             _logger.warning("trial %d: study progress not logged (%s)", number, first_line(exc))
             return
-        self._send(metrics, tags)
+        self._send_progress(metrics, tags, progress)
 
     def log_history(self, study: optuna.Study, numbers: Collection[int]) -> None:
         """Log the study's progress as :meth:`log_progress` would have when each trial in ``numbers`` ended.
@@ -202,10 +236,13 @@ class StudyRun:
                 when = trial.datetime_complete or datetime.now()
                 metrics += self._metrics(progress, trial.number, int(when.timestamp() * 1000))
         if metrics:
-            self._send(metrics, self._tags(progress))
+            self._send_progress(metrics, self._tags(progress), progress)
 
-    def _log_final_progress(self, study: optuna.Study) -> None:
-        """Log the progress of the finished trials where the parent run holds other values, at the last trial's step."""
+    def _log_final_progress(self, study: optuna.Study, run: Run) -> None:
+        """Log the finished trials' progress where the parent ``run`` holds other values, at the last trial's step.
+
+        Its ``best_params.*`` tags the best trial has no value for are deleted.
+        """
         try:
             finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
             if not finished:
@@ -216,13 +253,11 @@ class StudyRun:
         except Exception as exc:  # noqa: BLE001 - the parent run must still end
             _logger.warning("study %r: final progress not logged (%s)", self._connection.study_name, first_line(exc))
             return
-        run = self._connection.call(self._connection.client.get_run, self.run_id)
-        if run is None:
-            return
+        changed = [t for t in tags if run.data.tags.get(t.key) != t.value]
         metrics = [m for m in metrics if run.data.metrics.get(m.key) != m.value]
-        tags = [t for t in tags if run.data.tags.get(t.key) != t.value]
-        if metrics or tags:
-            self._send(metrics, tags)
+        if metrics or changed:
+            self._send(metrics, changed)
+        self._delete_stale(run.data.tags, tags)
 
     def log_artifacts(self, folder: Path) -> None:
         """Upload every file of ``folder`` to the parent run."""

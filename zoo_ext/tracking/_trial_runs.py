@@ -29,6 +29,7 @@ from zoo_ext.tracking._mapping import (
     STUDY_TAG,
     UID_TAG,
     TrialMapping,
+    non_empty,
     stale_reason,
     trial_metrics,
     trial_params,
@@ -78,7 +79,10 @@ class TrialRuns:
         self.pending: set[int] = set()
 
     def start(self, number: int, *, start_time: int | None = None, tags: Mapping[str, str] | None = None) -> str:
-        """Create trial ``number``'s child run (status RUNNING); return its id ('' when off or refused)."""
+        """Create trial ``number``'s child run (status RUNNING); return its id ('' when off or refused).
+
+        Its tags name the study, the trial and the parent run (none while there is no parent run: no tag is empty).
+        """
         connection = self._connection
         if not connection.enabled:
             return ""
@@ -86,7 +90,7 @@ class TrialRuns:
             connection.client.create_run,
             connection.experiment_id,
             start_time,
-            {**self._tags(number), STATE_TAG: "RUNNING", **(tags or {})},
+            non_empty({**self._tags(number), STATE_TAG: "RUNNING", **(tags or {})}),
             trial_run_name(number),
         )
         return run.info.run_id if run is not None else ""
