@@ -4,6 +4,7 @@ subprocess, load its study, start PostgreSQL, MLflow and other servers; the fixt
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import glob
 import os
 import shutil
@@ -383,3 +384,6 @@ class FakeExperiment:
 
     def learn_kwargs(self, model: Any) -> dict[str, Any]:
         return {}
+
+    def for_env(self, env_id: str) -> FakeExperiment:
+        return dataclasses.replace(self, env_id=env_id)

@@ -96,6 +96,18 @@ TINY = ["-params", "n_envs:1", "n_steps:32", "batch_size:32"]
         (["--scheduler", "pbt", "--perturb-interval", "1"], "no trial fits it; give a larger --perturb-interval"),
         (["--scheduler", "pbt", "--pruner", "median"], "--scheduler pbt replaces pruning (a bad member copies a good"),
         (["--scheduler", "pbs"], "--scheduler must be one of none, pbt, pb2, got 'pbs'"),
+        (["--tune-envs", "Acrobat-v1"], "--tune-envs: gymnasium has no env 'Acrobat-v1'; did you mean Acrobot-v1"),
+        (["--tune-envs", "Acrobot-v1", "Acrobot-v1"], "--tune-envs lists Acrobot-v1 more than once"),
+        (["--tune-envs", "Pendulum-v1", "--algo", "dqn"], "--tune-envs Pendulum-v1: DQN cannot be built on it"),
+        (["--env-scores", "CartPole-v1:0:500"], "--env-scores normalises the scores of several envs: it needs"),
+        (
+            ["--tune-envs", "Acrobot-v1", "--env-scores", "Pendulum-v1:0:1"],
+            "--env-scores names 'Pendulum-v1', which is not tuned on: the envs are CartPole-v1, Acrobot-v1",
+        ),
+        (["--tune-envs", "Acrobot-v1", "--env-scores", "Acrobot-v1:0"], "'Acrobot-v1:0': write ENV:LO:HI"),
+        (["--tune-envs", "Acrobot-v1", "--env-scores", "Acrobot-v1:0:-5"], "HI must be a finite number above LO"),
+        (["--tune-envs", "Acrobot-v1", "--scheduler", "pbt"], "--scheduler pbt trains each member on one env"),
+        (["--tune-envs", "Acrobot-v1", "--reevaluate-top", "1"], "--reevaluate-top re-trains a trial on --env only"),
         (
             ["--sampler", "cmaes", "--sampler-kwargs", "restart_strategy:ipop"],
             "--sampler-kwargs 'restart_strategy:ipop': values are Python expressions (NameError: name 'ipop' is not"

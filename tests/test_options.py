@@ -71,11 +71,17 @@ def _error(args: argparse.Namespace, block: dict[str, object]) -> str:
         (["--n-seeds", "0"], {"n_seeds": 3}, "--n-seeds must be at least 1, not 0"),
         ([], {"n_seeds": 0}, "n_seeds must be at least 1, not 0" + IN_CONF),
         (["--eval-seeds", "-2"], {}, "--eval-seeds must be at least 1 (fresh seeds per re-evaluated trial), not -2"),
-        (["--seed-racing"], {}, "--seed-racing races a trial's seeds: it needs --n-seeds of at least 2, got 1"),
+        (
+            ["--seed-racing"],
+            {},
+            "--seed-racing races a trial's seeds: it needs --n-seeds of at least 2, got 1 (or several envs:"
+            " --tune-envs)",
+        ),
         (
             [],
             {"seed_racing": True},
-            "seed_racing races a trial's seeds: it needs --n-seeds of at least 2, got 1" + IN_CONF,
+            "seed_racing races a trial's seeds: it needs --n-seeds of at least 2, got 1 (or several envs: --tune-envs)"
+            + IN_CONF,
         ),
         ([], {"pruner": "racing"}, "pruner 'racing' compares the seeds of trials: it needs --seed-racing" + IN_CONF),
         (["--budget-steps", "-5"], {}, "--budget-steps must be a non-negative integer, got -5"),

@@ -23,6 +23,7 @@ __all__ = [
     "algo_classes",
     "callback_list",
     "default_config_path",
+    "environment_name",
     "experiment_manager_class",
     "linear_schedule",
     "run_train",
@@ -35,9 +36,9 @@ __all__ = [
 #: Module-level names of rl_zoo3 that zoo_ext reads or patches.
 TOUCHED_MODULE_NAMES: dict[str, tuple[str, ...]] = {
     "rl_zoo3": ("__file__",),
-    "rl_zoo3.exp_manager": ("ExperimentManager",),
     "rl_zoo3.hyperparams_opt": ("HYPERPARAMS_SAMPLER", "HYPERPARAMS_CONVERTER"),
     "rl_zoo3.utils": ("ALGOS", "StoreDict", "get_callback_list", "linear_schedule"),
+    "rl_zoo3.exp_manager": ("ExperimentManager", "EnvironmentName"),
     "rl_zoo3.train": ("argparse", "train"),
 }
 
@@ -47,6 +48,13 @@ def experiment_manager_class() -> type:
     from rl_zoo3.exp_manager import ExperimentManager
 
     return ExperimentManager
+
+
+def environment_name(env_id: str) -> Any:
+    """Return rl_zoo3's ``EnvironmentName`` of ``env_id`` (what ``ExperimentManager.env_name`` holds)."""
+    from rl_zoo3.exp_manager import EnvironmentName
+
+    return EnvironmentName(env_id)
 
 
 def run_train() -> None:

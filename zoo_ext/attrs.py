@@ -54,6 +54,10 @@ class StudyAttr(StrEnum):
     WARM_START = "warm_start"
     #: A population's plan (``--scheduler``): scheduler, population, interval, generations, keys.
     PBT_PLAN = "pbt_plan"
+    #: ``--tune-envs``: per env, the returns scoring 0 and 1 (``lo``, ``hi``; hi None: the best so far), their source.
+    ENV_SCORES = "env_scores"
+    #: ``--tune-envs``: per env other than ``--env``, its hyperparams entry (as ``zoo_config`` is ``--env``'s).
+    ZOO_CONFIG_PER_ENV = "zoo_config_per_env"
 
 
 class TrialAttr(StrEnum):
@@ -84,6 +88,12 @@ class TrialAttr(StrEnum):
     #: The kwargs fitted under ``-n``: key -> {"from": sampled, "to": trained}.
     CLIPPED = "clipped"
     PRUNE_REASON = "prune_reason"
+    #: Which pruner rule pruned the trial (the summary counts them).
+    PRUNE_RULE = "prune_rule"
+    #: ``--tune-envs``: per env, the raw and normalised score of each seed, and the ``hi`` it was normalised by.
+    PER_ENV = "per_env"
+    #: ``--tune-envs``: per env other than ``--env``, its constructor kwargs (the ``hyperparams`` record's format).
+    RECORD_PER_ENV = "hyperparams_per_env"
     FAIL_REASON = "fail_reason"
     #: A :class:`FailKind`.
     FAIL_KIND = "fail_kind"
@@ -124,6 +134,8 @@ STUDY_TYPES: Mapping[StudyAttr, type | tuple[type, ...]] = {
     StudyAttr.OBJECTIVES: list,
     StudyAttr.WARM_START: dict,
     StudyAttr.PBT_PLAN: dict,
+    StudyAttr.ENV_SCORES: dict,
+    StudyAttr.ZOO_CONFIG_PER_ENV: dict,
 }
 
 #: JSON type of each trial attribute's value.
@@ -145,6 +157,9 @@ TRIAL_TYPES: Mapping[TrialAttr, type | tuple[type, ...]] = {
     TrialAttr.NORMALIZE_GAMMA: float,
     TrialAttr.CLIPPED: dict,
     TrialAttr.PRUNE_REASON: str,
+    TrialAttr.PRUNE_RULE: str,
+    TrialAttr.PER_ENV: dict,
+    TrialAttr.RECORD_PER_ENV: dict,
     TrialAttr.FAIL_REASON: str,
     TrialAttr.FAIL_KIND: str,
     TrialAttr.WARM_START: bool,

@@ -118,14 +118,21 @@ def _export(args: argparse.Namespace) -> int:
             raise record.RecordError(f"trial {number} failed before its hyperparameters were recorded")
         attrs = study.user_attrs
         if population:  # the member's values over its training, as schedules
-            entry = pbt.schedule_entry(study, number)
+            entries = {attrs[StudyAttr.ENV_ID]: pbt.schedule_entry(study, number)}
         else:
-            tuned = record.trial_hyperparams(study, number, attrs[StudyAttr.ALGO])
-            entry = record.merge(attrs[StudyAttr.ZOO_CONFIG], tuned)
+            # A --tune-envs study: one entry per env, the same sampled values on each env's own config.
+            configs = {
+                attrs[StudyAttr.ENV_ID]: attrs[StudyAttr.ZOO_CONFIG],
+                **attrs.get(StudyAttr.ZOO_CONFIG_PER_ENV, {}),
+            }
+            entries = {
+                env: record.merge(config, record.trial_hyperparams(study, number, attrs[StudyAttr.ALGO], env))
+                for env, config in configs.items()
+            }
     except (ZooExtError, ValueError) as exc:  # an unwritable -o, StudyError, RecordError, a --pick that does not apply
         exit_with_error(exc)
     comment = _export_comment(study, trial, reports.objective_names(study))
-    output.write_text(comment + yaml.safe_dump({attrs[StudyAttr.ENV_ID]: entry}, sort_keys=True))
+    output.write_text(comment + yaml.safe_dump(entries, sort_keys=True))
     state = "" if trial.state.name == "COMPLETE" else f" ({trial.state.name})"
     where = f"study {args.study_name!r} ({attrs['algo']} on {attrs['env_id']})"
     print(f"Wrote trial {number}{state} of {where} to {output}")

@@ -177,3 +177,7 @@ class Experiment(Protocol):
     def learn_kwargs(self, model: BaseAlgorithm) -> dict[str, Any]:
         """Return extra ``learn()`` kwargs."""
         ...
+
+    def for_env(self, env_id: str) -> Experiment:
+        """Return this experiment on ``env_id`` (``--tune-envs``): that env's own config, the same flags."""
+        ...

@@ -12,6 +12,7 @@ installed rl_zoo3 so an upstream change fails loudly.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import sys
@@ -45,6 +46,10 @@ TOUCHED_ATTRIBUTES = (
     "storage", "study_name", "n_trials", "max_total_trials", "n_jobs", "n_startup_trials",
     "log_folder", "optimization_log_path", "no_optim_plots", "args", "trial_id", "custom_hyperparams",
     "params_path", "create_envs", "normalize", "normalize_kwargs", "optimize_hyperparameters",
+    # for_env (--tune-envs): the env-dependent state a manager is re-read with for another env.
+    "env_name", "_is_atari", "is_atari", "is_minigrid", "env_kwargs", "eval_env_kwargs", "frame_stack",
+    "monitor_kwargs", "env_wrapper", "callbacks", "vec_env_wrapper", "_preprocess_hyperparams",
+    "_preprocess_action_noise",
 )  # fmt: skip
 #: Files the stock ``_save_config`` writes to the run's params folder (args.yml holds --storage).
 SAVED_CONFIG_FILES = ("args.yml", "config.yml", "command.txt")
@@ -194,7 +199,9 @@ def _read_hyperparameters(self: Any) -> tuple[dict[str, Any], dict[str, Any]]:
         if self.storage and self.study_name and trial_id is not None:
             tuned = storage.load_existing_study(self.storage, self.study_name, algo=self.algo)
             trial = storage.finished_trial(tuned, trial_id, storage=self.storage)
-            merged = record.merge(hyperparams, record.trial_hyperparams(tuned, trial_id, self.algo))
+            merged = record.merge(
+                hyperparams, record.trial_hyperparams(tuned, trial_id, self.algo, self.env_name.gym_id)
+            )
             hyperparams.clear()
             hyperparams.update(merged, **(self.custom_hyperparams or {}))
             saved = OrderedDict((key, hyperparams[key]) for key in sorted(hyperparams))
@@ -250,6 +257,30 @@ def _save_config(self: Any, saved_hyperparams: dict[str, Any]) -> None:
         _logger.warning("%s; hyperparams.json holds its repr instead, training goes on", exc)
         encoded = record.plain(self._hyperparams)
     (params_path / "hyperparams.json").write_text(json.dumps(encoded, indent=2, sort_keys=True))
+
+
+def _manager_for_env(manager: Any, env_id: str) -> Any:
+    """Return a copy of a set-up manager that read ``env_id``'s config as ``setup_experiment`` does."""
+    from zoo_ext import options, record
+
+    clone = copy.copy(manager)
+    clone.env_name = adapter.environment_name(env_id)
+    clone._is_atari = manager.is_atari(env_id)
+    clone.deterministic_eval = not (manager.is_atari(env_id) or manager.is_minigrid(env_id))
+    clone.env_kwargs, clone.eval_env_kwargs, clone.monitor_kwargs = {}, {}, {}
+    clone.normalize, clone.normalize_kwargs, clone.frame_stack, clone.specified_callbacks = False, {}, None, []
+    clone.trial_id = None
+    hyperparams, saved = _ORIGINALS["read_hyperparameters"](clone)
+    hyperparams.pop(options.YAML_KEY, None)
+    saved.pop(options.YAML_KEY, None)
+    hyperparams, clone.env_wrapper, clone.callbacks, clone.vec_env_wrapper = clone._preprocess_hyperparams(hyperparams)
+    env = clone.create_envs(1, no_log=True)
+    try:
+        clone._hyperparams = clone._preprocess_action_noise(hyperparams, saved, env)
+    finally:
+        env.close()
+    clone._zoo_ext_config = record.plain(dict(saved))
+    return clone
 
 
 class ZooExperiment:
@@ -328,6 +359,12 @@ class ZooExperiment:
     def extra_callbacks(self) -> list[BaseCallback]:
         """Return fresh instances of the callbacks the env's config asks for."""
         return adapter.callback_list(self._m.specified_callbacks)
+
+    def for_env(self, env_id: str) -> ZooExperiment:
+        """Return this experiment on ``env_id``: that env's rl_zoo3 config (n_envs, wrappers, normalisation,
+        policy, callbacks), the same flags, ``-n`` and ``-params``; ``--env-kwargs`` stays with ``--env``.
+        """
+        return ZooExperiment(_manager_for_env(self._m, env_id))
 
     def learn_kwargs(self, model: BaseAlgorithm) -> dict[str, Any]:
         """Return extra ``learn()`` kwargs the zoo passes (ARS evaluates its population in parallel)."""

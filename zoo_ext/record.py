@@ -194,16 +194,20 @@ def zoo_entry(config: Mapping[str, Any], hyperparams: Mapping[str, Any]) -> dict
     return merge(config, to_zoo(hyperparams))
 
 
-def trial_hyperparams(study: optuna.Study, number: int, algo: str) -> dict[str, Any]:
+def trial_hyperparams(study: optuna.Study, number: int, algo: str, env_id: str | None = None) -> dict[str, Any]:
     """Return trial ``number``'s hyperparameters in rl_zoo3 YAML form, ready for the zoo.
 
-    Uses the trial's ``hyperparams`` record; a trial from a stock rl_zoo3 study (no record)
-    goes through the zoo's own converter of its params.
+    Uses the trial's ``hyperparams`` record (on ``env_id``, one of a ``--tune-envs`` study's
+    other envs: that env's record); a trial from a stock rl_zoo3 study (no record) goes through
+    the zoo's own converter of its params.
     """
     trials = [t for t in study.get_trials(deepcopy=False) if t.number == number]
     if not trials:
         raise RecordError(f"study {study.study_name!r} has no trial {number} (it has {len(study.trials)} trials)")
     trial = trials[0]
+    per_env = trial.user_attrs.get(TrialAttr.RECORD_PER_ENV, {})
+    if env_id in per_env:
+        return to_zoo(per_env[env_id])
     if RECORD_ATTR in trial.user_attrs:
         return to_zoo(trial.user_attrs[RECORD_ATTR])
     from zoo_ext import adapter

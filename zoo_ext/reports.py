@@ -33,6 +33,7 @@ __all__ = [
     "pareto_table",
     "pick",
     "population_plot",
+    "trials_table",
     "write_report",
 ]
 
@@ -119,16 +120,28 @@ def _objective_value(index: int, trial: optuna.trial.FrozenTrial) -> float:
     return float(trial.values[index])
 
 
+def trials_table(study: optuna.Study) -> Any:
+    """Return the study's ``trials_dataframe()``; one objective's column keeps stock's name ``value``.
+
+    Named objectives (``set_metric_names``) make Optuna write ``value_<name>``: scripts that read
+    rl_zoo3's report CSV expect ``value``. Several objectives keep their ``values_<name>`` columns.
+    """
+    table = study.trials_dataframe()
+    if len(study.directions) == 1 and study.metric_names:
+        table = table.rename(columns={f"value_{study.metric_names[0]}": "value"})
+    return table
+
+
 def write_report(study: optuna.Study, folder: Path, *, plots: bool = True, trials: Any = None) -> list[Path]:
     """Write ``trials.csv`` and the study's plots (HTML and PNG) into ``folder``; return the files.
 
     A population study also gets ``population.png`` (:func:`population_plot`), even without ``plots``.
 
-    ``trials``: the study's ``trials_dataframe()`` when the caller already has it.
+    ``trials``: the study's :func:`trials_table` when the caller already has it.
     """
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / "trials.csv"]
-    (study.trials_dataframe() if trials is None else trials).to_csv(written[0])
+    (trials_table(study) if trials is None else trials).to_csv(written[0])
     population = population_plot(study, folder / "population.png")  # also with --no-optim-plots: it is the result
     if population is not None:
         written.append(population)

@@ -121,7 +121,7 @@ def train_run(
     kwargs: dict[str, Any],
     seed: int,
     *,
-    on_eval: Callable[[int, float], bool] | None = None,
+    on_eval: Callable[[RunResult], bool] | None = None,
     log_path: str | None = None,
     model_path: Path | None = None,
     measure_inference: bool = False,
@@ -131,8 +131,9 @@ def train_run(
 ) -> RunResult:
     """Train one agent with ``kwargs`` and ``seed`` and return its evaluations; raises on errors.
 
-    ``on_eval(index, mean_reward)`` is called after each evaluation; False stops the run
-    (``stopped``). A run whose evaluation is not finite stops with ``diverged``. ``on_steps(n)``
+    ``on_eval(result)`` is called after each evaluation with the run so far (its curve, and its
+    ``train_time`` up to now); False stops the run (``stopped``). A run whose evaluation is not
+    finite stops with ``diverged``. ``on_steps(n)``
     receives the env steps trained so far before each evaluation and once more when the run
     ends, whether it completes, stops or raises. ``callbacks`` run beside the evaluation (e.g. a
     population's schedule); ``n_timesteps`` replaces ``-n``.
@@ -142,6 +143,7 @@ def train_run(
     env = eval_env = None
     model: BaseAlgorithm | None = None
     start = time.perf_counter()
+    learned = 0.0
     try:
         # VecNormalize discounts rewards with the trial's gamma, as rl_zoo3 does outside a study.
         gamma = kwargs.get("gamma")
@@ -158,18 +160,23 @@ def train_run(
         vec_normalize = model.get_vec_normalize_env()
         result.normalize_gamma = float(vec_normalize.gamma) if vec_normalize is not None else None
         eval_env = exp.make_env(exp.n_eval_envs, eval_env=True, gamma=gamma)
+
+        def report(index: int, mean: float) -> bool:
+            result.train_time = time.perf_counter() - start
+            return on_eval is None or on_eval(result)
+
         callback = TrialEvalCallback(
             eval_env,
             n_eval_episodes=exp.n_eval_episodes,
             eval_freq=max(int(n_timesteps / exp.n_evaluations) // exp.n_envs, 1),
             deterministic=exp.deterministic_eval,
-            on_eval=on_eval,
+            on_eval=report,
             log_path=log_path,
             on_steps=on_steps,
         )
         result.curve = callback.curve
         model.learn(n_timesteps, callback=[*exp.extra_callbacks(), *callbacks, callback], **exp.learn_kwargs(model))
-        result.train_time = time.perf_counter() - start
+        learned = time.perf_counter() - start
         if not callback.curve and not callback.is_pruned:
             callback.evaluate()
         result.stopped, result.diverged = callback.is_pruned, callback.diverged
@@ -178,7 +185,7 @@ def train_run(
         if model_path is not None and not (result.stopped or result.diverged):
             model.save(model_path)
     finally:
-        result.train_time = result.train_time or time.perf_counter() - start
+        result.train_time = learned or time.perf_counter() - start
         if model is not None:
             result.n_updates = gradient_steps(model)
         if on_steps is not None and model is not None:

@@ -96,6 +96,12 @@ def resolve(args: argparse.Namespace, block: Any, *, algo: str, source: str | No
         )
     _check_racing(options, names)
     _check_scheduler(options, names, given)
+    if options.env_scores and not options.tune_envs:
+        raise names.error(
+            f"{names('env_scores')} normalises the scores of several envs: it needs {names('tune_envs')}",
+            "env_scores",
+            "tune_envs",
+        )
     check(options, algo=algo, names=names)
     return options
 
@@ -167,18 +173,12 @@ def _preset(name: Any, algo: str) -> dict[str, Any]:
 def _check_racing(options: ZooOptions, names: _Names) -> None:
     """Raise :class:`OptionError` if seed racing is asked for without seeds to race, or the racing pruner without it."""
     racing, n_seeds, pruner = names("seed_racing"), names("n_seeds"), names("pruner")
-    if options.seed_racing and options.n_seeds < 2:
+    if options.seed_racing and options.n_seeds < 2 and not options.tune_envs:
         raise names.error(
-            f"{racing} races a trial's seeds: it needs {n_seeds} of at least 2, got {options.n_seeds}",
+            f"{racing} races a trial's seeds: it needs {n_seeds} of at least 2, got {options.n_seeds} (or several"
+            f" envs: {names('tune_envs')})",
             "seed_racing",
             "n_seeds",
-        )
-    if options.seed_racing and len(options.objectives) > 1:
-        raise names.error(
-            f"{racing} needs a single objective (Optuna cannot prune a multi-objective study), got "
-            f"{', '.join(options.objectives)}",
-            "seed_racing",
-            "objectives",
         )
     if options.pruner == "racing" and not options.seed_racing:
         raise names.error(f"{pruner} 'racing' compares the seeds of trials: it needs {racing}", "pruner", "seed_racing")
@@ -208,6 +208,7 @@ def _check_scheduler(options: ZooOptions, names: _Names, given: set[str]) -> Non
             "pruner" in given and options.pruner != "none",
             f"replaces pruning (a bad member copies a good one): drop {names('pruner')}",
         ),
+        "tune_envs": (bool(options.tune_envs), f"trains each member on one env: drop {names('tune_envs')}"),
         "n_workers": (
             options.n_workers > options.population,
             f"runs at most one segment per member at a time: {names('n_workers')} {options.n_workers} is more"

@@ -183,6 +183,30 @@ OPTIONS: tuple[Option, ...] = (
         choices=("mean", "median", "iqm", "min"),
     ),
     Option(
+        "tune_envs",
+        "--tune-envs",
+        (),
+        "Train and evaluate each trial's config on these envs too (--env first; each env's own rl_zoo3 config"
+        " for n_envs, wrappers, normalisation and policy, the sampled keys on top); the value aggregates their"
+        " normalised scores",
+        kind="list",
+    ),
+    Option(
+        "env_scores",
+        "--env-scores",
+        (),
+        "--tune-envs: the returns that score 0 and 1 per env, as ENV:LO:HI (default: LO a random policy's"
+        " return, HI the best return so far on that env)",
+        kind="list",
+    ),
+    Option(
+        "env_aggregate",
+        "--env-aggregate",
+        "iqm",
+        "--tune-envs: how the envs' normalised scores (each aggregated over seeds) make the trial's value",
+        choices=("iqm", "mean", "median", "min"),
+    ),
+    Option(
         "objective_metric",
         "--objective-metric",
         "last",
@@ -297,6 +321,9 @@ class ZooOptions:
     trial_retries: int = field(default_factory=_fresh("trial_retries"))
     max_consecutive_failures: int = field(default_factory=_fresh("max_consecutive_failures"))
     seed_aggregate: str = field(default_factory=_fresh("seed_aggregate"))
+    tune_envs: tuple[str, ...] = field(default_factory=_fresh("tune_envs"))
+    env_scores: tuple[str, ...] = field(default_factory=_fresh("env_scores"))
+    env_aggregate: str = field(default_factory=_fresh("env_aggregate"))
     objective_metric: str = field(default_factory=_fresh("objective_metric"))
     reevaluate_top: int = field(default_factory=_fresh("reevaluate_top"))
     eval_seeds: int = field(default_factory=_fresh("eval_seeds"))

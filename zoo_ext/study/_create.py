@@ -6,6 +6,7 @@ import functools
 import logging
 import shlex
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -13,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 import optuna
 import yaml
 
-from zoo_ext import options, pbt, storage, tracking, workers
+from zoo_ext import envs, options, pbt, storage, tracking, workers
 from zoo_ext.attrs import StudyAttr, TrialAttr
 from zoo_ext.ceiling import BudgetError, fit_to_budget
 from zoo_ext.errors import ZooExtError
 from zoo_ext.objectives import resolve_objectives
-from zoo_ext.pruners import create_pruner
+from zoo_ext.pruners import create_pruner, is_multi_objective_pruner
 from zoo_ext.registry import did_you_mean
 from zoo_ext.samplers import create_sampler
 from zoo_ext.schedules import LIVE_KEYS, live_keys
@@ -71,6 +72,7 @@ def create_study(exp: Experiment) -> StudySetup:
         plan = pbt.plan_for(exp)
         if not opts.no_clip_to_budget:
             _check_ceiling(exp, plan.interval if plan is not None else exp.n_timesteps)
+        tuned = _tune_envs(exp)
         store = _check_population(exp, plan) if plan is not None else None
         space = SEARCH_SPACES.get(opts.search_space, exp.algo)
         info = _probe(exp, space, opts.search_space)
@@ -90,22 +92,26 @@ def create_study(exp: Experiment) -> StudySetup:
                 f"{len(directions)} objectives need a multi-objective sampler: tpe, nsga2, nsga3, random, qmc, gp"
             )
         pruner_name = opts.pruner if plan is None else "none"  # a population exploits instead of pruning
-        if len(directions) > 1 and pruner_name != "none":
-            _logger.warning(
-                "pruner %r disabled: Optuna cannot prune a multi-objective study (trial.report is single-objective)",
-                pruner_name,
-            )
-            pruner_name = "none"
-        # A trial with K seeds reports K runs of evaluations: the pruners' step budget grows with it.
-        # Racing reports once per seed instead (step = seed index): K steps.
-        n_steps = opts.n_seeds if opts.seed_racing else exp.n_evaluations * opts.n_seeds
-        pruner = create_pruner(
-            pruner_name,
-            opts.pruner_kwargs if plan is None else {},
+        # A trial with K seeds on E envs reports K x E runs of evaluations: the pruners' step budget grows with it.
+        # Racing reports once per run instead (step = run index): K x E steps.
+        n_runs = opts.n_seeds * (1 + len(tuned))
+        n_steps = n_runs if opts.seed_racing else exp.n_evaluations * n_runs
+        make_pruner = functools.partial(
+            create_pruner,
             n_startup_trials=exp.n_startup_trials,
             n_evaluations=n_steps,
             hub_registry=opts.hub_registry,
+            objectives=[(o.name, o.direction) for o in objectives],
         )
+        pruner = make_pruner(pruner_name, opts.pruner_kwargs if plan is None else {})
+        if len(directions) > 1 and not is_multi_objective_pruner(pruner):
+            _logger.warning(
+                "pruner %r disabled: it prunes on one objective (Optuna refuses trial.report with several); for"
+                " several objectives use --seed-racing (racing, by Pareto dominance) or hub:multi_metric_pruner",
+                pruner_name,
+            )
+            pruner_name = "none"
+            pruner = make_pruner(pruner_name, {})
     except ImportError as exc:  # a sampler's or pruner's missing package
         if isinstance(exc, ZooExtError):
             raise
@@ -146,9 +152,13 @@ def create_study(exp: Experiment) -> StudySetup:
         study.set_user_attr(StudyAttr.ALGO, exp.algo)
         study.set_user_attr(StudyAttr.ENV_ID, exp.env_id)
         study.set_user_attr(StudyAttr.ZOO_CONFIG, exp.config)
+        if tuned:
+            study.set_user_attr(StudyAttr.ZOO_CONFIG_PER_ENV, {t.env_id: t.config for t in tuned})
         study.set_user_attr(StudyAttr.OPTIONS, options.as_dict(opts))
         study.set_user_attr(StudyAttr.BUDGET, budget(exp))
         study.set_user_attr(StudyAttr.OBJECTIVES, list(opts.objectives))
+    if created:
+        _set_metric_names(study, [o.name for o in objectives])
     if tracking.UID_ATTR not in study.user_attrs:
         study.set_user_attr(tracking.UID_ATTR, tracking.study_uid(exp.storage, study.study_name))
     if plan is not None:
@@ -173,8 +183,81 @@ def create_study(exp: Experiment) -> StudySetup:
         seed_aggregate=opts.seed_aggregate,
         objective_metric=opts.objective_metric,
         seed_racing=opts.seed_racing,
+        envs=tuned,
+        score_ranges=_score_ranges(study, exp, tuned),
+        env_aggregate=opts.env_aggregate,
     )
     return StudySetup(study, objective, pruner_used=pruner_name, sampler_seed=sampler_seed)
+
+
+def _set_metric_names(study: optuna.Study, names: list[str]) -> None:
+    """Name the study's objectives (optuna-dashboard shows ``mean_reward``, not ``Objective 0``)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(names)
+
+
+def _tune_envs(exp: Experiment) -> list[Experiment]:
+    """Return the experiments of ``--tune-envs`` other than ``--env``; raise for an env or range that cannot work.
+
+    Each is checked like ``--env``: its config's keys against the algorithm, and ``-n`` against
+    its config (a rollout of its ``n_envs`` must fit), before any training.
+    """
+    opts = exp.options
+    names = envs.tune_envs(exp.env_id, opts.tune_envs)
+    if not names:
+        return []
+    if opts.reevaluate_top:
+        raise options.OptionError(
+            "--reevaluate-top re-trains a trial on --env only: it cannot re-evaluate a --tune-envs config yet;"
+            " re-train the exported entries of each env instead (python -m zoo_ext export)"
+        )
+    for env_id in names[1:]:
+        envs.check_env_id(env_id)
+    envs.parse_env_scores(opts.env_scores, names)
+    tuned = [exp.for_env(env_id) for env_id in names[1:]]
+    for other in tuned:
+        _check_config_keys(other)
+        if not opts.no_clip_to_budget:
+            _check_ceiling(other, other.n_timesteps)
+        _check_builds(other)
+    return tuned
+
+
+def _check_builds(exp: Experiment) -> None:
+    """Raise :class:`~zoo_ext.options.OptionError` if the algorithm cannot be built on ``exp``'s env at all
+    (e.g. DQN on continuous actions): every trial would fail on it."""
+    env = exp.make_env(1)
+    try:
+        exp.algo_class(env=env, tensorboard_log=None, verbose=0, device="cpu", **exp.base_kwargs())
+    except Exception as exc:
+        raise options.OptionError(
+            f"--tune-envs {exp.env_id}: {exp.algo_class.__name__} cannot be built on it with its config"
+            f" ({type(exc).__name__}: {exc})"
+        ) from exc
+    finally:
+        env.close()
+
+
+def _score_ranges(study: optuna.Study, exp: Experiment, tuned: list[Experiment]) -> dict[str, envs.ScoreRange]:
+    """Return each env's score range: ``--env-scores``, else a random policy's return as ``lo`` (measured once,
+    stored in the study: every worker and resume normalises alike) and the best so far as ``hi``."""
+    if not tuned:
+        return {}
+    stored = study.user_attrs.get(StudyAttr.ENV_SCORES)
+    if stored is not None:
+        return {env: envs.ScoreRange.of(data) for env, data in stored.items()}
+    given = envs.parse_env_scores(exp.options.env_scores, [exp.env_id, *(t.env_id for t in tuned)])
+    ranges = {}
+    for one in [exp, *tuned]:
+        if one.env_id in given:
+            ranges[one.env_id] = envs.ScoreRange(*given[one.env_id], source=envs.GIVEN)
+        else:
+            lo = envs.random_policy_return(one, seed=exp.seed)
+            ranges[one.env_id] = envs.ScoreRange(lo, None, source=envs.MEASURED)
+            _logger.info("--tune-envs: %s scores 0 at %.2f (a random policy's return)", one.env_id, lo)
+    study.set_user_attr(StudyAttr.ENV_SCORES, {env: r.as_dict() for env, r in ranges.items()})
+    return ranges
 
 
 def _check_ceiling(exp: Experiment, n_timesteps: int) -> None:

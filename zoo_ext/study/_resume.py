@@ -59,7 +59,17 @@ def fingerprint(opts: options.ZooOptions, algo: str) -> dict[str, Any]:
         **({"seed_racing": True} if opts.seed_racing else {}),
         # A population's members and segments: its queued trials belong to them (only recorded for one).
         **(_population_fingerprint(opts) if opts.scheduler != "none" else {}),
+        # The envs a value is made of, their ranges and how they are aggregated (only recorded for several).
+        **(_envs_fingerprint(opts) if opts.tune_envs else {}),
     }
+
+
+#: Fingerprint keys recorded only when their setting is on.
+_RECORDED_WHEN_ON = ("seed_racing", "scheduler", "tune_envs")
+
+
+def _envs_fingerprint(opts: options.ZooOptions) -> dict[str, Any]:
+    return {"tune_envs": list(opts.tune_envs), "env_scores": list(opts.env_scores), "env_aggregate": opts.env_aggregate}
 
 
 def _population_fingerprint(opts: options.ZooOptions) -> dict[str, Any]:
@@ -132,9 +142,11 @@ def check_resume(
     """
     stored = attrs.get(FINGERPRINT_ATTR)
     if stored is not None:
+        # A setting recorded only when on (racing, a population, several envs) must not be dropped on resume.
+        dropped = {key: None for key in _RECORDED_WHEN_ON if key in stored and key not in requested}
         diffs = [
             f"{key}={stored.get(key)!r} (requested {value!r})"
-            for key, value in requested.items()
+            for key, value in {**requested, **dropped}.items()
             if stored.get(key) != value
         ]
         if diffs:

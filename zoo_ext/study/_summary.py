@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pickle
 import time
@@ -39,6 +40,11 @@ def summarize(study: optuna.Study, exp: Experiment, *, pruner: str) -> Path:
     used, budget = env_steps_used(study), exp.options.budget_steps
     if used or budget:
         print(f"Total env steps used: {used}" + (f" of {budget} (--budget-steps)" if budget else ""))
+    rules = _prune_rules(study)
+    if rules:
+        print("Pruned by: " + ", ".join(f"{rule} {n}" for rule, n in rules.items()))
+    if StudyAttr.ENV_SCORES in study.user_attrs:
+        print(_describe_envs(study, exp.options.env_aggregate))
     stop_reason = study.user_attrs.get(STOP_ATTR)
     if stop_reason:
         print(f"Study stopped early: {stop_reason}")
@@ -56,7 +62,7 @@ def summarize(study: optuna.Study, exp: Experiment, *, pruner: str) -> Path:
     if exp.verbose:
         print(f"Writing report to {log_path}")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
-    trials = study.trials_dataframe()
+    trials = reports.trials_table(study)
     trials.to_csv(f"{log_path}.csv")
     try:
         with open(f"{log_path}.pkl", "wb+") as f:
@@ -66,6 +72,38 @@ def summarize(study: optuna.Study, exp: Experiment, *, pruner: str) -> Path:
     folder = Path(log_path)
     reports.write_report(study, folder, plots=not exp.no_optim_plots, trials=trials)
     return folder
+
+
+def _prune_rules(study: optuna.Study) -> dict[str, int]:
+    """Return how many PRUNED trials each rule pruned (the pruner's, the budget's, the search space's)."""
+    rules: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)):
+        rule = str(trial.user_attrs.get(TrialAttr.PRUNE_RULE, "pruner"))
+        rules[rule] = rules.get(rule, 0) + 1
+    return dict(sorted(rules.items(), key=lambda item: -item[1]))
+
+
+def _describe_envs(study: optuna.Study, how: str) -> str:
+    """Return the summary line of ``--tune-envs``: each env's return scoring 0 and 1, and where it came from."""
+    best: dict[str, float] = {}
+    for trial in study.get_trials(deepcopy=False):
+        for env, scores in trial.user_attrs.get(TrialAttr.PER_ENV, {}).items():
+            best[env] = max([best.get(env, -math.inf), *scores.get("raw", [])])
+    parts = []
+    for env, data in study.user_attrs[StudyAttr.ENV_SCORES].items():
+        if data["hi"] is not None:
+            parts.append(f"{env} 0 = {data['lo']:.4g}, 1 = {data['hi']:.4g} (--env-scores)")
+        else:
+            hi = f"{best[env]:.4g}" if env in best else "none yet"
+            parts.append(f"{env} 0 = {data['lo']:.4g} (a random policy), 1 = {hi} (the best run so far)")
+    note = (
+        ""
+        if all(d["hi"] is not None for d in study.user_attrs[StudyAttr.ENV_SCORES].values())
+        else (
+            "; a trial was scored against the best run before it ended (pass --env-scores ENV:LO:HI for fixed scales)"
+        )
+    )
+    return f"Envs (value: {how} over envs of the seeds' normalised scores): " + "; ".join(parts) + note
 
 
 def _describe_warm_start(study: optuna.Study, warm: dict[str, Any]) -> str:

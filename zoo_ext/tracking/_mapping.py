@@ -241,6 +241,9 @@ def trial_metrics(
         for point in attrs.get(TrialAttr.EVALUATIONS, []):
             for key in ("mean_reward", "std_reward"):
                 points.append((f"eval/{key}", float(point[key]), int(point["timesteps"])))
+        for env, scores in attrs.get(TrialAttr.PER_ENV, {}).items():  # --tune-envs: step = seed index
+            for key, name in (("raw", "mean_reward"), ("normalized", "normalized")):
+                points += [(f"env/{env}/{name}", float(v), k) for k, v in enumerate(scores.get(key, []))]
     elif mapping.intermediate_metric:
         name = mapping.intermediate_metric
         points += [(name, float(v), int(step)) for step, v in sorted(intermediate_values(trial).items())]
