@@ -24,7 +24,11 @@ or off (``ZOO_EXT_DISABLE=1``), in one invocation, so the ratios compare like wi
   preset's TPE at equal env steps (A2C CartPole-v1, PPO Pendulum-v1, several study seeds), each
   study's best re-trained on fresh seeds (a population's best member through its exported
   schedule and stock ``-conf``): IQM with a bootstrap 95% CI, P(> the preset); and the wall time of
-  one population with ``--n-workers 2`` against one worker, runs alternated.
+  one population with ``--n-workers 2`` against one worker, runs alternated;
+* multi_env: one config tuned on A2C CartPole-v1 and Acrobot-v1 together (``--tune-envs``, the ``cold``
+  preset) against tuning on one env and transferring to the other, at equal env steps per study
+  (several study seeds), each best re-trained on fresh seeds on every env: normalised IQM with a
+  bootstrap 95% CI, each env's IQM, P(multi-env better), env steps, wall time.
 
 Usage::
 
@@ -119,13 +123,18 @@ class Budget:
         Problem("a2c", "CartPole-v1", 20_000, 8),
         Problem("ppo", "Pendulum-v1", 50_000, 8),
     )
+    #: The multi_env section: ``-n`` per env and run, and the multi-env study's trials, whose env steps
+    #: (``trials x envs x -n``) every study of the section gets as ``--budget-steps``.
+    multi_env_steps: int = 25_000
+    multi_env_trials: int = 16
 
 
 QUICK = Budget(("a2c", "CartPole-v1"), 2048, 2, 1, 1024, 2, 2048, 2, (1,), 2, 2, small_study_pairs=1,
                cold_problems=(Problem("a2c", "CartPole-v1", 2048, 2),),
                racing_problem=Problem("a2c", "CartPole-v1", 1024, 2),
                leaderboard_problems=(Problem("a2c", "CartPole-v1", 1024, 2),),
-               pbt_problems=(Problem("a2c", "CartPole-v1", 1024, 3),))  # fmt: skip
+               pbt_problems=(Problem("a2c", "CartPole-v1", 1024, 3),), multi_env_steps=1024,
+               multi_env_trials=2)  # fmt: skip
 FULL = Budget(("ppo", "Pendulum-v1"), 20_000, 5, 2, 32_000, 10, 100_000, 8, (1, 2, 3), 5, 10)
 
 
@@ -373,9 +382,14 @@ def env_steps(trials: list[FrozenTrial], steps: int, n_evaluations: int) -> int:
     return sum(len(t.intermediate_values) for t in trials) * (steps // n_evaluations)
 
 
-def retrain(run: Runner, folder: str, study_name: str, trial: int, seed: int, problem: Problem, episodes: int) -> float:
-    """Re-train trial ``trial`` of a study with ``seed``; return its final mean evaluation return."""
-    out = f"{folder}/retrain-{trial}-{seed}"
+def retrain(
+    run: Runner, folder: str, study_name: str, trial: int, seed: int, problem: Problem, episodes: int, suffix: str = ""
+) -> float:
+    """Re-train trial ``trial`` of a study with ``seed``; return its final mean evaluation return.
+
+    ``suffix`` ends the re-training's folder name (one trial re-trained on several envs).
+    """
+    out = f"{folder}/retrain-{trial}-{seed}{suffix}"
     args = ["--algo", problem.algo, "--env", problem.env_id, "-n", str(problem.steps), "--num-threads", "1",
             "--storage", str(run.root / folder / f"{study_name}.log"), "--study-name", study_name,
             "--trial-id", str(trial), "--seed", str(seed), "--eval-freq", str(problem.steps),
@@ -893,6 +907,129 @@ def population_workers(run: Runner, budget: Budget) -> dict[str, Any]:
     return {"one": one, "two": two, "ratio": ratio(two, one), "runs": walls}
 
 
+#: The multi_env section's algorithm, and its envs with the fixed returns that score 0 and 1 on each (every
+#: method's re-trainings are normalised with them); the first env is the multi-env study's ``--env``.
+MULTI_ENV_ALGO = "a2c"
+MULTI_ENV_SCORES = {"CartPole-v1": (0.0, 500.0), "Acrobot-v1": (-500.0, 0.0)}
+
+
+def multi_env(run: Runner, budget: Budget) -> dict[str, Any]:
+    """One config tuned on several envs (``--tune-envs``) against tuning on one env and transferring it.
+
+    A2C, ``--preset cold`` (10 evaluations) for every method: a multi-env study (``--env CartPole-v1
+    --tune-envs Acrobot-v1``, the fixed ``--env-scores``, ``--env-aggregate iqm``, the default) and a
+    study on each env alone. Every study gets ``--budget-steps`` of ``multi_env_trials`` multi-env
+    trials (``trials x 2 x -n``: twice the trials on one env; the trial running when it is spent
+    finishes). Each study's best trial is re-trained on ``retrain_seeds`` fresh seeds on every env
+    (``--trial-id --env``: a single-env study's config transferred onto the other env's rl_zoo3
+    config), scored by its final evaluation's return normalised with the fixed ranges. Per method:
+    the IQM with a 95% bootstrap CI over (env, study seed, fresh seed), each env's IQM,
+    P(multi-env better) over all envs and on the env the method did not tune on, env steps and
+    the studies' wall time. A study seed samples the same first (random) trials in every method.
+
+    Full mode, estimated at about 50 min (45-60) on 2 idle cores: 9 studies of 800,000 env steps and
+    90 re-trainings of 25,000 (9.5M env steps at 2,000-3,500 A2C env steps/s per core, Acrobot-v1
+    the slower), up to 10 x 10 evaluation episodes of at most 500 steps per run, and about 4 s of
+    start-up per re-training. The quick mode took 92 s with the 2 cores shared with another run.
+    """
+    from zoo_ext import statistics as stats
+    from zoo_ext import storage
+    from zoo_ext.envs import normalize
+
+    envs = tuple(MULTI_ENV_SCORES)
+    methods = {"multi-env": envs, **{f"{env} only": (env,) for env in envs}}
+    steps, fresh = budget.multi_env_steps, [100_000 + i for i in range(budget.retrain_seeds)]
+    budget_steps = budget.multi_env_trials * len(envs) * steps
+    ranges = [f"{env}:{lo:g}:{hi:g}" for env, (lo, hi) in MULTI_ENV_SCORES.items()]
+    print(f"== multi_env: {MULTI_ENV_ALGO} on {' + '.join(envs)} (--tune-envs) vs one env and transfer, "
+          f"{shlex.join(COLD)}, --budget-steps {budget_steps} (-n {steps}) per study, study seeds "
+          f"{list(budget.study_seeds)}, best trial re-trained on {len(fresh)} fresh seeds x {budget.eval_episodes} "
+          f"episodes on every env, normalised with {' '.join(ranges)}")  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    retrains: list[tuple[dict[str, Any], str, Any]] = []
+    with ThreadPoolExecutor(2) as pool:  # a study's re-trainings queue as soon as it ends
+        studies = {}
+        for seed in budget.study_seeds:
+            for label, tuned in methods.items():
+                extra = ["--tune-envs", *tuned[1:], "--env-scores", *ranges] if len(tuned) > 1 else []
+                args = study_args(MULTI_ENV_ALGO, tuned[0], steps, 20 * budget.multi_env_trials, "me", *COLD,
+                                  *extra, "--budget-steps", str(budget_steps), "--seed", str(seed), "--num-threads",
+                                  "1", "--eval-episodes", str(budget.eval_episodes))  # fmt: skip
+                folder = f"multi_env/{label.replace(' ', '-')}-{seed}"
+                studies[pool.submit(run, folder, args, stock=False)] = (label, seed, folder)
+        for done in as_completed(studies):
+            wall = done.result()
+            label, seed, folder = studies[done]
+            trials = load_study(run.root / folder / "me.log", "me").get_trials(deepcopy=False)
+            best = best_trial(trials)
+            states = [t.state.name for t in trials]
+            row: dict[str, Any] = {
+                "method": label, "tuned_on": list(methods[label]), "study_seed": seed, "best_trial": best.number,
+                "best_trial_value": score(best), "best_trial_state": best.state.name,
+                "env_steps_used": storage.env_steps(trials), "wall_time": wall,
+                "states": {name: states.count(name) for name in sorted(set(states))},
+                "retrain": {env: {"raw": [], "normalized": []} for env in envs},
+            }  # fmt: skip
+            rows.append(row)
+            print(f"  (done: {label} seed {seed}: best {score(best):.2f}, {row['env_steps_used']} env steps, "
+                  f"{row['states']}, {wall:.0f} s)", flush=True)  # fmt: skip
+            for env in envs:
+                problem = Problem(MULTI_ENV_ALGO, env, steps, budget.multi_env_trials)
+                retrains += [
+                    (row, env, pool.submit(retrain, run, folder, "me", best.number, s, problem,
+                                           budget.eval_episodes, f"-{env}"))
+                    for s in fresh
+                ]  # fmt: skip
+        for row, env, future in retrains:
+            raw = future.result()
+            row["retrain"][env]["raw"].append(raw)
+            row["retrain"][env]["normalized"].append(normalize(raw, *MULTI_ENV_SCORES[env]))
+    rows.sort(key=lambda r: (list(methods).index(r["method"]), r["study_seed"]))
+    summary: dict[str, Any] = {}
+    for label, tuned in methods.items():
+        method_rows = [r for r in rows if r["method"] == label]
+        per_env = {}
+        for env in envs:
+            normalized = [s for r in method_rows for s in r["retrain"][env]["normalized"]]
+            raw = [s for r in method_rows for s in r["retrain"][env]["raw"]]
+            per_env[env] = {**stats.describe(normalized, seed=0), "scores": normalized, "raw_iqm": stats.iqm(raw)}
+        scores = [s for env in envs for s in per_env[env]["scores"]]
+        summary[label] = {**stats.describe(scores, seed=0), "scores": scores, "tuned_on": list(tuned),
+                          "per_env": per_env, "env_steps": sum(r["env_steps_used"] for r in method_rows),
+                          "wall_time": sum(r["wall_time"] for r in method_rows)}  # fmt: skip
+    multi = summary["multi-env"]
+
+    def interval(entry: dict[str, Any]) -> str:
+        low, high = entry["ci95"] or [float("nan")] * 2
+        return f"{entry['iqm']:.3f} [{low:.3f}, {high:.3f}]"
+
+    lines = ["| method | normalised IQM [95% CI], all envs | " + " | ".join(f"{env} IQM (raw)" for env in envs)
+             + " | P(multi-env >) | P(multi-env >), transfer env | env steps | wall time |",
+             "|---|---|" + "---|" * len(envs) + "---|---|---|---|"]  # fmt: skip
+    for label, tuned in methods.items():
+        entry, others = summary[label], [env for env in envs if env not in tuned]
+        cells = ["-", "-"]
+        if others:  # a single-env method: P(multi-env better) over every env and on the envs it was transferred to
+            entry["p_multi_env_better"] = stats.probability_of_improvement(multi["scores"], entry["scores"])
+            entry["p_multi_env_better_transferred"] = stats.probability_of_improvement(
+                [s for env in others for s in multi["per_env"][env]["scores"]],
+                [s for env in others for s in entry["per_env"][env]["scores"]],
+            )
+            cells = [f"{entry['p_multi_env_better']:.2f}", f"{entry['p_multi_env_better_transferred']:.2f}"]
+        iqms = [f"{e['iqm']:.3f} ({e['raw_iqm']:.1f})" for e in (entry["per_env"][env] for env in envs)]
+        cells = [label, interval(entry), *iqms, *cells, f"{entry['env_steps']:,}", f"{entry['wall_time']:.0f} s"]
+        lines.append("| " + " | ".join(cells) + " |")
+    print("\n".join(lines))
+    transfers = [(tuned[0], summary[label]) for label, tuned in methods.items() if len(tuned) == 1]
+    verdict = (f"multi_env: multi-env IQM {interval(multi)} vs transfer "
+               + ", ".join(f"from {env} {interval(entry)}" for env, entry in transfers) + "; P(multi-env better) "
+               + ", ".join(f"{entry['p_multi_env_better']:.2f}" for _, entry in transfers))  # fmt: skip
+    print(verdict)
+    fixed = {env: {"lo": lo, "hi": hi} for env, (lo, hi) in MULTI_ENV_SCORES.items()}
+    return {"env_scores": fixed, "budget_steps": budget_steps, "rows": rows, "methods": summary, "table": lines,
+            "verdict": verdict}  # fmt: skip
+
+
 def plot_leaderboard(problems: dict[str, dict[str, Any]], path: Path, n_studies: int) -> None:
     """Draw per problem the re-trained IQM with its 95% CI against the mean env steps per study, a marker per method."""
     import matplotlib
@@ -944,7 +1081,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--problems", nargs="+", default=(), help="leaderboard problems to run, as ALGO-ENV")
     parser.add_argument("--hub-registry", default=None, help="a local OptunaHub registry folder (DEHB offline)")
     sections = {"overhead": overhead, "small_study": small_study, "throughput": throughput, "search": search,
-                "cold": cold, "leaderboard": leaderboard, "pbt": population_section}  # fmt: skip
+                "cold": cold, "leaderboard": leaderboard, "pbt": population_section,
+                "multi_env": multi_env}  # fmt: skip
     parser.add_argument("--sections", nargs="+", default=list(sections), choices=list(sections), help="default: all")
     args = parser.parse_args(argv)
     budget = QUICK if args.quick else FULL

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 def test_quick_benchmark_prints_every_section(tmp_path: Path) -> None:
     proc = run([sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--quick", "--out", "bench"], tmp_path)
     for header in ("== overhead:", "== small study:", "== throughput:", "== search efficiency:", "== cold:",
-                   "== leaderboard:", "== pbt:"):  # fmt: skip
+                   "== leaderboard:", "== pbt:", "== multi_env:"):  # fmt: skip
         assert header in proc.stdout
     assert "same trials (params) in both: yes" in proc.stdout  # zoo_ext samples exactly the stock trials
     results = json.loads((tmp_path / "bench" / "results.json").read_text())
@@ -55,3 +55,11 @@ def test_quick_benchmark_prints_every_section(tmp_path: Path) -> None:
         assert len(entry["scores"]) == 2 and all(math.isfinite(s) for s in entry["scores"])
     assert populations["PBT"]["env_steps"] <= 3 * 1024 + 3 * 5 * 40  # 3 members x -n, at most a rollout per segment
     assert results["pbt"]["workers"]["ratio"] > 0 and "| a2c-CartPole-v1 | PB2 | " in proc.stdout
+    multi = results["multi_env"]["methods"]
+    assert list(multi) == ["multi-env", "CartPole-v1 only", "Acrobot-v1 only"]
+    for label, entry in multi.items():  # each best re-trained on 2 fresh seeds on both envs, scored on 0..1 ranges
+        assert len(entry["scores"]) == 4 and all(0.0 <= s <= 1.0 for s in entry["scores"])
+        assert entry["env_steps"] > 0 and entry["ci95"][0] <= entry["iqm"] <= entry["ci95"][1]
+        assert label == "multi-env" or 0.0 <= entry["p_multi_env_better_transferred"] <= 1.0
+    assert multi["multi-env"]["env_steps"] >= 4096  # ran to its --budget-steps: 2 trials x 2 envs x 1024
+    assert "| multi-env | " in proc.stdout and "multi_env: multi-env IQM " in proc.stdout

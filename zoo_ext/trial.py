@@ -207,12 +207,17 @@ class Objective:
         A space that raises ``optuna.TrialPruned`` rejects the combination (the trial is PRUNED);
         any other exception, or a result that cannot be recorded, raises :class:`TrialFailed`.
         """
-        return self._kwargs(trial, self.exp, self._draw(trial), record_as=TrialAttr.RECORD)
+        return self._kwargs(trial, self.exp, self._draw(trial, self.exp), record_as=TrialAttr.RECORD)
 
-    def _draw(self, trial: optuna.Trial) -> dict[str, Any]:
-        """Return the search space's values for ``trial`` (checked against the algorithm's arguments)."""
-        exp = self.exp
+    def _draw(self, trial: optuna.Trial, exp: Experiment) -> dict[str, Any]:
+        """Return the search space's values for ``trial`` on ``exp`` (checked against the algorithm's arguments).
+
+        On each env of ``--tune-envs`` the space is called with that env's ``n_actions`` and
+        ``n_envs`` (e.g. action noise of the right shape); Optuna returns the same value for a
+        parameter name within a trial, so every env gets the same sampled values.
+        """
         trial.set_user_attr(record.SPACE_ATTR, self.space_name)
+        name = self.space_name if exp is self.exp else f"{self.space_name} (on {exp.env_id})"
         try:
             sampled = self.space(trial, exp.n_actions, exp.n_envs, exp.additional_args())
         except optuna.TrialPruned as exc:
@@ -220,9 +225,9 @@ class Objective:
         except KeyboardInterrupt:
             raise
         except Exception as exc:
-            raise self._fail(trial, f"search space {self.space_name!r} raised {type(exc).__name__}: {exc}") from exc
+            raise self._fail(trial, f"search space {name!r} raised {type(exc).__name__}: {exc}") from exc
         if not isinstance(sampled, dict):
-            raise self._fail(trial, f"search space {self.space_name!r} returned {type(sampled).__name__}, not a dict")
+            raise self._fail(trial, f"search space {name!r} returned {type(sampled).__name__}, not a dict")
         try:
             check_keys(sampled, exp.algo_class, self.space_name)
         except InvalidSearchSpaceError as exc:
@@ -266,11 +271,10 @@ class Objective:
         return kwargs
 
     def _all_kwargs(self, trial: optuna.Trial) -> dict[str, dict[str, Any]]:
-        """Return each env's constructor kwargs for ``trial`` (one draw of the space for all envs)."""
-        sampled = self._draw(trial)
-        kwargs = {self.exp.env_id: self._kwargs(trial, self.exp, sampled, record_as=TrialAttr.RECORD)}
+        """Return each env's constructor kwargs for ``trial`` (the same sampled values on every env)."""
+        kwargs = {self.exp.env_id: self.sample(trial)}
         for exp in self.envs[1:]:
-            kwargs[exp.env_id] = self._kwargs(trial, exp, sampled, record_as=None)
+            kwargs[exp.env_id] = self._kwargs(trial, exp, self._draw(trial, exp), record_as=None)
         if self.multi_env:
             try:
                 others = {env: record.encode(kwargs[env]) for env in list(kwargs)[1:]}
