@@ -125,8 +125,8 @@ class Budget:
     )
     #: The multi_env section: ``-n`` per env and run, and the multi-env study's trials, whose env steps
     #: (``trials x envs x -n``) every study of the section gets as ``--budget-steps``.
-    multi_env_steps: int = 25_000
-    multi_env_trials: int = 16
+    multi_env_steps: int = 20_000
+    multi_env_trials: int = 10
 
 
 QUICK = Budget(("a2c", "CartPole-v1"), 2048, 2, 1, 1024, 2, 2048, 2, (1,), 2, 2, small_study_pairs=1,
@@ -927,9 +927,9 @@ def multi_env(run: Runner, budget: Budget) -> dict[str, Any]:
     P(multi-env better) over all envs and on the env the method did not tune on, env steps and
     the studies' wall time. A study seed samples the same first (random) trials in every method.
 
-    Full mode, estimated at about 50 min (45-60) on 2 idle cores: 9 studies of 800,000 env steps and
-    90 re-trainings of 25,000 (9.5M env steps at 2,000-3,500 A2C env steps/s per core, Acrobot-v1
-    the slower), up to 10 x 10 evaluation episodes of at most 500 steps per run, and about 4 s of
+    Full mode, estimated at about 35 min on 2 idle cores: 9 studies of 400,000 env steps and 90
+    re-trainings of 20,000 (5.4M env steps at 2,000-3,500 A2C env steps/s per core, Acrobot-v1 the
+    slower), up to 10 x 10 evaluation episodes of at most 500 steps per run, and about 4 s of
     start-up per re-training. The quick mode took 92 s with the 2 cores shared with another run.
     """
     from zoo_ext import statistics as stats
