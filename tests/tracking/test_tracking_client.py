@@ -265,3 +265,65 @@ def test_sync_hints_are_copyable_and_name_the_real_storage(caplog: pytest.LogCap
     (warning,) = [m for m in _warnings(caplog) if "not sent" in m]
     assert _sync_command(warning)[4:8] == ["--storage", "my runs/study.log", "--study-name", "s"]
     tracker.flush()
+
+
+def _runs_of(uri: str, experiment: str, number: int) -> list[Run]:
+    client = MlflowClient(uri)
+    query = f"tags.`optuna.trial_number` = '{number}'"
+    return client.search_runs([client.get_experiment_by_name(experiment).experiment_id], query)
+
+
+def _finished_trial(study: optuna.Study, worker: dict[str, Any]) -> None:
+    trial = study.ask()
+    trial.set_user_attr("worker", worker)
+    study.tell(trial, 1.0)
+
+
+def test_a_create_mlflow_retried_leaves_one_run(uri: str) -> None:
+    study = optuna.create_study(study_name="retried")
+    tracker = _tracker(uri, study, "retried")
+    create_run = tracker.client.create_run
+
+    def retried(*args: Any, **kwargs: Any) -> Any:  # the server made the run, its answer came too late: sent again
+        create_run(*args, **kwargs)
+        return create_run(*args, **kwargs)
+
+    tracker.client.create_run = retried  # type: ignore[method-assign]
+    run_id = tracker.start_trial(0)
+    (run,) = _runs_of(uri, "retried", 0)
+    assert run.info.run_id == run_id and run.data.tags["zoo_ext.create_id"]
+
+
+def test_the_trials_own_run_wins_over_one_synced_from_the_storage(uri: str) -> None:
+    study = optuna.create_study(study_name="owned")
+    _finished_trial(study, {"host": "another-host", "pid": 1, "started": "1"})
+    syncer, owner = _tracker(uri, study, "owned"), _tracker(uri, study, "owned")
+    syncer.close_stale_runs(study)  # the owner's tracking thread lags: the trial has no run yet
+    (synced,) = _runs_of(uri, "owned", 0)
+    assert synced.data.tags["zoo_ext.synced"] == "true"
+    own = owner.start_trial(0)  # the owner's queued create comes after: the synced run goes
+    assert [run.info.run_id for run in _runs_of(uri, "owned", 0)] == [own]
+    # the other order: a synced create that finds the trial's own run removes itself
+    assert syncer.start_trial(0, tags={"zoo_ext.synced": "true"}) == ""
+    assert [run.info.run_id for run in _runs_of(uri, "owned", 0)] == [own]
+
+
+def test_a_finished_trial_whose_process_runs_on_this_host_is_left_to_it(uri: str) -> None:
+    import subprocess
+    import sys
+
+    study = optuna.create_study(study_name="alive")
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        time.sleep(0.2)
+        identity = {**storage.worker_identity(), "pid": worker.pid, "started": storage._start_time(worker.pid)}
+        _finished_trial(study, identity)
+        tracker = _tracker(uri, study, "alive")
+        tracker.close_stale_runs(study)
+        assert _runs_of(uri, "alive", 0) == []  # its process creates it
+    finally:
+        worker.kill()
+        worker.wait()
+    tracker.close_stale_runs(study)
+    (run,) = _runs_of(uri, "alive", 0)
+    assert run.data.tags["zoo_ext.synced"] == "true" and run.info.status == "FINISHED"

@@ -3,11 +3,19 @@
 A run is left open, or never created, when its process died (a crashed worker) or was killed before
 its tracking thread sent it: :meth:`TrialRuns.log_finished` (``close_stale_runs``, ``mlflow-sync``)
 completes or creates it from the trial as stored.
+
+A trial keeps one run. MLflow cannot create a run only if none exists, so every creation is
+checked right after it (:meth:`TrialRuns.start`): a create that MLflow's client retried after a
+slow answer made two runs carrying the same one-off ``zoo_ext.create_id``, and the extra one is
+deleted; a run the trial's own process creates wins over one another process made from the
+storage meanwhile (tag ``zoo_ext.synced``), which is deleted whichever of the two checks first.
+:meth:`TrialRuns.log_finished` leaves alone a trial whose process still runs on this host.
 """
 
 from __future__ import annotations
 
 import tempfile
+import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from zoo_ext import record
 from zoo_ext.attrs import StudyAttr, TrialAttr
-from zoo_ext.storage import was_not_run
+from zoo_ext.storage import is_live_local, was_not_run
 from zoo_ext.tracking._connection import Connection
 from zoo_ext.tracking._mapping import (
     NUMBER_TAG,
@@ -62,6 +70,12 @@ def hyperparams_file(
     return path
 
 
+#: Tag of a run made from the storage for a trial whose own process did not make one.
+SYNCED_TAG = "zoo_ext.synced"
+#: Tag holding one creation's one-off id: two runs with the same one are a retried create.
+CREATE_TAG = "zoo_ext.create_id"
+
+
 def _ms(when: datetime | None) -> int | None:
     """Return a trial's ``datetime`` in MLflow's milliseconds (None stays None)."""
     return int(when.timestamp() * 1000) if when else None
@@ -86,14 +100,36 @@ class TrialRuns:
         connection = self._connection
         if not connection.enabled:
             return ""
+        create_id = uuid.uuid4().hex
         run = connection.call(
             connection.client.create_run,
             connection.experiment_id,
             start_time,
-            non_empty({**self._tags(number), STATE_TAG: "RUNNING", **(tags or {})}),
+            non_empty({**self._tags(number), STATE_TAG: "RUNNING", CREATE_TAG: create_id, **(tags or {})}),
             trial_run_name(number),
         )
-        return run.info.run_id if run is not None else ""
+        if run is None:
+            return ""
+        kept = connection.call(self._keep_one, number, run.info.run_id, create_id, synced=SYNCED_TAG in (tags or {}))
+        return run.info.run_id if kept is None else kept
+
+    def _keep_one(self, number: int, run_id: str, create_id: str, *, synced: bool) -> str:
+        """Return the run trial ``number`` keeps after this process created ``run_id`` ('' : none of its own).
+
+        Deleted: the other runs of this creation (a retried create), and the synced runs when this
+        one is the trial's own; this run itself when it is synced and the trial has its own run.
+        """
+        client = self._connection.client
+        others = [run for run in self.find(number).get(number, []) if run.info.run_id != run_id]
+        doomed = [run.info.run_id for run in others if run.data.tags.get(CREATE_TAG) == create_id]
+        kept = run_id
+        if synced and any(SYNCED_TAG not in run.data.tags for run in others):
+            doomed, kept = [*doomed, run_id], ""
+        elif not synced:
+            doomed += [run.info.run_id for run in others if SYNCED_TAG in run.data.tags]
+        for doomed_id in dict.fromkeys(doomed):
+            self._connection.call(client.delete_run, doomed_id)
+        return kept
 
     def _tags(self, number: int) -> dict[str, str]:
         return {
@@ -152,7 +188,8 @@ class TrialRuns:
 
         Each gets what a live run gets from the trial as stored (params, metrics, tags,
         ``hyperparams.yml`` for a zoo_ext trial), then its final status (an open run of a failed
-        trial without ``fail_reason``: its worker died); a created run is tagged ``zoo_ext.synced``.
+        trial without ``fail_reason``: its worker died); a created run is tagged ``zoo_ext.synced``. A
+        finished trial without a run whose process still runs on this host is left to that process.
         """
         runs = self.find()
         env_id = str(study.user_attrs.get(StudyAttr.ENV_ID))
@@ -162,6 +199,8 @@ class TrialRuns:
             for trial in study.get_trials(deepcopy=False):
                 if not trial.state.is_finished() or trial.number in self.pending or was_not_run(trial):
                     continue
+                if trial.number not in runs and is_live_local(trial.user_attrs.get(TrialAttr.WORKER)):
+                    continue  # its own process runs on: it creates the run (its tracking thread may lag)
                 # As a live run: a value for a complete trial only (not a pruned one's last intermediate value).
                 values = trial.values if trial.state == TrialState.COMPLETE else None
                 for run in runs.get(trial.number, []):
@@ -169,7 +208,7 @@ class TrialRuns:
                         self.end(run.info.run_id, trial, trial.state, values, reason=stale_reason(trial))
                 if trial.number in runs:
                     continue
-                run_id = self.start(trial.number, start_time=_ms(trial.datetime_start), tags={"zoo_ext.synced": "true"})
+                run_id = self.start(trial.number, start_time=_ms(trial.datetime_start), tags={SYNCED_TAG: "true"})
                 if not run_id:
                     continue
                 folder = Path(tmp, str(trial.number))
