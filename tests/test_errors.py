@@ -99,6 +99,7 @@ TINY = ["-params", "n_envs:1", "n_steps:32", "batch_size:32"]
         (["--tune-envs", "Acrobat-v1"], "--tune-envs: gymnasium has no env 'Acrobat-v1'; did you mean Acrobot-v1"),
         (["--tune-envs", "Acrobot-v1", "Acrobot-v1"], "--tune-envs lists Acrobot-v1 more than once"),
         (["--tune-envs", "Pendulum-v1", "--algo", "dqn"], "--tune-envs Pendulum-v1: DQN cannot be built on it"),
+        (["--tune-envs", "LunarLander-v3"], "--tune-envs LunarLander-v3: cannot set it up (DependencyNotInstalled: "),
         (["--env-scores", "CartPole-v1:0:500"], "--env-scores normalises the scores of several envs: it needs"),
         (
             ["--tune-envs", "Acrobot-v1", "--env-scores", "Pendulum-v1:0:1"],

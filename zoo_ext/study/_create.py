@@ -215,13 +215,22 @@ def _tune_envs(exp: Experiment) -> list[Experiment]:
     for env_id in names[1:]:
         envs.check_env_id(env_id)
     envs.parse_env_scores(opts.env_scores, names)
-    tuned = [exp.for_env(env_id) for env_id in names[1:]]
+    tuned = [_for_env(exp, env_id) for env_id in names[1:]]
     for other in tuned:
         _check_config_keys(other)
         if not opts.no_clip_to_budget:
             _check_ceiling(other, other.n_timesteps)
         _check_builds(other)
     return tuned
+
+
+def _for_env(exp: Experiment, env_id: str) -> Experiment:
+    """Return ``exp`` on ``env_id``; raise :class:`~zoo_ext.options.OptionError` if its config or env cannot be
+    read or built (no hyperparams entry, a package the env needs missing)."""
+    try:
+        return exp.for_env(env_id)
+    except Exception as exc:  # whatever rl_zoo3 or gymnasium raises, said before any training
+        raise options.OptionError(f"--tune-envs {env_id}: cannot set it up ({type(exc).__name__}: {exc})") from exc
 
 
 def _check_builds(exp: Experiment) -> None:
