@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -10,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
-from helpers import STOCK, load, mlflow_store, optimize_args, run
+from helpers import STOCK, free_port, load, mlflow_store, optimize_args, run, running_server
 from mlflow import MlflowClient
 from stable_baselines3.common.env_util import make_vec_env
 
@@ -94,6 +96,11 @@ def test_a_study_tunes_one_config_on_two_envs(workdir: Path) -> None:
     proc = run([*STOCK, *args, *flags], workdir)
     study = load(workdir)
     assert study.metric_names == ["mean_reward"]
+    port = free_port()  # optuna-dashboard names the objective, not "Objective 0"
+    dashboard = [str(Path(sys.executable).with_name("optuna-dashboard")), "study.log", "--port", str(port)]
+    with running_server(dashboard, workdir, f"http://127.0.0.1:{port}/api/meta", timeout=120):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{study._study_id}", timeout=10) as answer:
+            assert json.load(answer)["objective_names"] == ["mean_reward"]
     assert study.user_attrs["env_scores"]["Acrobot-v1"] == {"lo": -500.0, "hi": 0.0, "source": "--env-scores"}
     for trial in study.trials:
         per_env = trial.user_attrs["per_env"]

@@ -157,7 +157,7 @@ def create_study(exp: Experiment) -> StudySetup:
         study.set_user_attr(StudyAttr.OPTIONS, options.as_dict(opts))
         study.set_user_attr(StudyAttr.BUDGET, budget(exp))
         study.set_user_attr(StudyAttr.OBJECTIVES, list(opts.objectives))
-    if created:
+    if not study.metric_names:  # also a study an older zoo_ext made, on resume
         _set_metric_names(study, [o.name for o in objectives])
     if tracking.UID_ATTR not in study.user_attrs:
         study.set_user_attr(tracking.UID_ATTR, tracking.study_uid(exp.storage, study.study_name))
