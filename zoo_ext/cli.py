@@ -1,4 +1,4 @@
-"""``python -m zoo_ext``: train (the stock zoo command, zoo_ext on), list, export, report, mlflow-sync."""
+"""``python -m zoo_ext``: train (the stock zoo command, zoo_ext on), list, export, report, mlflow-sync and -mirror."""
 
 from __future__ import annotations
 
@@ -176,6 +176,31 @@ def _mlflow_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def _mlflow_mirror(args: argparse.Namespace) -> int:
+    from zoo_ext import storage, tracking
+    from zoo_ext.signals import signals_interrupt
+
+    try:
+        study = storage.load_existing_study(args.storage, args.study_name)
+        tracker = tracking.sync_tracker(study, tracking_uri=args.mlflow_tracking_uri, experiment=args.mlflow_experiment)
+    except ZooExtError as exc:
+        exit_with_error(exc)
+    if not tracker.enabled:
+        exit_with_error(TrackingError(f"{tracker.failure}: study {args.study_name!r} cannot be mirrored"))
+    where = storage.redact(args.storage)
+    until = f", until {args.idle:g} s without a running trial" if args.idle else ", until stopped"
+    print(f"Mirroring study {args.study_name!r} ({where}) into experiment {tracker.experiment_name!r} every "
+          f"{args.interval:g} s{until}", flush=True)  # fmt: skip
+    try:
+        with signals_interrupt():
+            tracking.Mirror(tracker).run(study, interval=args.interval, idle=args.idle)
+    except KeyboardInterrupt as exc:
+        print(f"Stopped by {getattr(exc, 'signal_name', 'SIGINT')}: the runs are up to date with the storage")
+    if not tracker.enabled:
+        exit_with_error(TrackingError(f"{tracker.failure}; run the same command again once MLflow works"))
+    return 0
+
+
 def _storage_proxy(args: argparse.Namespace) -> int:
     from optuna.storages import RDBStorage, run_grpc_proxy_server
 
@@ -239,6 +264,17 @@ def _parser() -> argparse.ArgumentParser:
     sync.add_argument(
         "--mlflow-experiment", default=None, help="default: <algo>-<env id>, or the one zoo_ext.mlflow.track used"
     )
+    mirror = sub.add_parser(
+        "mlflow-mirror", help="follow a study in its storage and mirror it into MLflow (workers: --no-mlflow)"
+    )
+    mirror.add_argument("--storage", required=True, help="Optuna storage (URL or journal .log path)")
+    mirror.add_argument("--study-name", required=True)
+    mirror.add_argument("--mlflow-tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
+    mirror.add_argument("--mlflow-experiment", default=None, help="default: <algo>-<env id>")
+    mirror.add_argument("--interval", type=float, default=1.0, help="seconds between two passes (default 1)")
+    mirror.add_argument(
+        "--idle", type=float, default=0.0, help="stop after this many seconds with no trial running (0: until stopped)"
+    )
     proxy = sub.add_parser(
         "storage-proxy", help="serve a database storage to many workers over gRPC (workers: --storage grpc://HOST:PORT)"
     )
@@ -256,6 +292,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(_train(argv[1:]))
     args = _parser().parse_args(argv)
     handlers = {"list": _list, "export": _export, "report": _report, "mlflow-sync": _mlflow_sync,
-                "storage-proxy": _storage_proxy, "schema": _space_schema}  # fmt: skip
+                "mlflow-mirror": _mlflow_mirror, "storage-proxy": _storage_proxy, "schema": _space_schema}  # fmt: skip
     handler = handlers[args.command]
     sys.exit(handler(args))

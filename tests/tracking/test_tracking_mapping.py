@@ -192,6 +192,7 @@ def test_the_package_is_layered_mapping_at_the_bottom() -> None:
         "_tracker": {"_mapping", "_connection", "_queue", "_names", "_study_run", "_trial_runs", "_population"},
         "_objective": {"_mapping", "_connection", "_trial_runs", "_tracker"},
         "_sync": {"_mapping", "_study_run", "_tracker", "_objective"},
+        "_mirror": {"_mapping", "_tracker", "_trial_runs"},
     }
     assert sorted(p.stem for p in PACKAGE.glob("*.py")) == ["__init__", *sorted(allowed)]
     forbidden = ("rl_zoo3", "stable_baselines3", "torch", "gymnasium", "zoo_ext.study", "zoo_ext.trial",

@@ -15,6 +15,8 @@ Modules, bottom to top (each imports only those below it):
 - ``_objective``: objective wrappers giving each trial its run (:class:`TrackedObjective` for a
   zoo_ext RL study, :class:`RunPerTrial` for any objective);
 - ``_sync``: ``mlflow-sync``, the runs missing for a study's finished trials (and runs left open completed);
+- ``_mirror``: ``mlflow-mirror``, a process following a study in its storage and mirroring it (workers run
+  with ``--no-mlflow``);
 - ``_population``: a population study's members (``--scheduler pbt|pb2``), one run each under the parent run.
 
 Names: Optuna accepts parameter names MLflow rejects (``net_arch[0]``, ``lr (log)``, empty, over
@@ -52,6 +54,7 @@ from zoo_ext.tracking._mapping import (
     trial_run_name,
     value_names,
 )
+from zoo_ext.tracking._mirror import Mirror, mirror_pass
 from zoo_ext.tracking._objective import Objective, RunPerTrial, TrackedObjective
 from zoo_ext.tracking._population import MEMBER_TAG, log_population
 from zoo_ext.tracking._study_run import environment_tags, versions
@@ -61,6 +64,7 @@ from zoo_ext.tracking._trial_runs import hyperparams_file, yaml_dump
 
 __all__ = [
     "MEMBER_TAG",
+    "Mirror",
     "NAMES_ARTIFACT",
     "NUMBER_TAG",
     "OPTUNA_PACKAGES",
@@ -82,6 +86,7 @@ __all__ = [
     "environment_tags",
     "hyperparams_file",
     "log_population",
+    "mirror_pass",
     "mlflow_key",
     "mlflow_keys",
     "optuna_study_params",

@@ -260,12 +260,12 @@ class Tracker:
         """Log the finished trials whose run is missing or was left open (see :meth:`log_finished`)."""
         self.call(self._trials.log_finished, study)
 
-    def log_finished(self, study: optuna.Study) -> list[int]:
+    def log_finished(self, study: optuna.Study, *, defer_live: bool = True) -> list[int]:
         """Complete the open runs of finished trials, create the missing ones; return the created trial numbers.
 
         See ``TrialRuns.log_finished``.
         """
-        return self._trials.log_finished(study)
+        return self._trials.log_finished(study, defer_live=defer_live)
 
     @queued
     def log_population(self, study: optuna.Study) -> None:

@@ -183,7 +183,7 @@ class TrialRuns:
         tags = self._names.tags(trial_tags(trial, state, reason, self.mapping))
         return metrics, self._names.params(trial_params(trial, self.mapping)), tags
 
-    def log_finished(self, study: optuna.Study) -> list[int]:
+    def log_finished(self, study: optuna.Study, *, defer_live: bool = True) -> list[int]:
         """Complete the RUNNING runs of finished trials, create the runs finished trials lack; return the created.
 
         Each gets what a live run gets from the trial as stored (params, metrics, tags,
@@ -199,22 +199,25 @@ class TrialRuns:
             for trial in study.get_trials(deepcopy=False):
                 if not trial.state.is_finished() or trial.number in self.pending or was_not_run(trial):
                     continue
-                if trial.number not in runs and is_live_local(trial.user_attrs.get(TrialAttr.WORKER)):
+                if defer_live and trial.number not in runs and is_live_local(trial.user_attrs.get(TrialAttr.WORKER)):
                     continue  # its own process runs on: it creates the run (its tracking thread may lag)
+                found = runs.get(trial.number, [])
+                open_runs = [run.info.run_id for run in found if run.info.status == "RUNNING"]
+                if found and not open_runs:
+                    continue  # a complete run is never written again
                 # As a live run: a value for a complete trial only (not a pruned one's last intermediate value).
                 values = trial.values if trial.state == TrialState.COMPLETE else None
-                for run in runs.get(trial.number, []):
-                    if run.info.status == "RUNNING":
-                        self.end(run.info.run_id, trial, trial.state, values, reason=stale_reason(trial))
-                if trial.number in runs:
-                    continue
-                run_id = self.start(trial.number, start_time=_ms(trial.datetime_start), tags={SYNCED_TAG: "true"})
-                if not run_id:
-                    continue
                 folder = Path(tmp, str(trial.number))
                 folder.mkdir()
                 path = hyperparams_file(folder, trial, env_id, config) if self.mapping.zoo else None
                 artifacts = {"hyperparams": path} if path else None
+                for run_id in open_runs:
+                    self.end(run_id, trial, trial.state, values, artifacts, reason=stale_reason(trial))
+                if found:
+                    continue
+                run_id = self.start(trial.number, start_time=_ms(trial.datetime_start), tags={SYNCED_TAG: "true"})
+                if not run_id:
+                    continue
                 self.end(run_id, trial, trial.state, values, artifacts, end_time=_ms(trial.datetime_complete))
                 created.append(trial.number)
         return created

@@ -1,0 +1,127 @@
+"""``python -m zoo_ext mlflow-mirror``: one process that follows a study in its storage and mirrors it into MLflow.
+
+Workers started with ``--no-mlflow`` import no MLflow and hold no client; one mirror per study,
+wherever the user likes, writes what their in-process tracking would have: the parent run and its
+story, one run per trial (created while the trial runs, with its params and the values it reports,
+completed with everything :mod:`._trial_runs` logs when it ends), keyed by the study's uid and the
+trial number. Each pass is idempotent (:func:`mirror_pass`): a complete run is never written again,
+a mirror started later (or after one died) completes what the last one left, and two mirrors on
+one study leave one run per trial (the duplicates a pass finds are deleted, the oldest run kept).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import optuna
+from optuna.trial import TrialState
+
+from zoo_ext.signals import signals_interrupt
+from zoo_ext.tracking._mapping import intermediate_values
+from zoo_ext.tracking._tracker import Tracker
+from zoo_ext.tracking._trial_runs import SYNCED_TAG, _ms
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+__all__ = ["Mirror", "mirror_pass"]
+
+_logger = logging.getLogger("zoo_ext.tracking")
+
+#: Tag of a run the mirror created (it is also ``zoo_ext.synced``: a trial's own in-process run wins over it).
+MIRROR_TAG = "zoo_ext.mirrored"
+#: The step metric a running trial's reported values go to.
+REPORTED_METRIC = "intermediate_value"
+
+
+@dataclass
+class Mirror:
+    """A mirror's tracker and what it remembers between passes: the last reported step logged per run, and the
+    finished trials whose progress the parent run has (None before the first pass: those with a closed run)."""
+
+    tracker: Tracker
+    logged: dict[str, int] = field(default_factory=dict)
+    finished: set[int] | None = None
+
+    def run(self, study: optuna.Study, *, interval: float = 1.0, idle: float = 0.0) -> None:
+        """Mirror ``study`` every ``interval`` seconds, until stopped (SIGINT, SIGTERM) or, with ``idle``, once no
+        trial has run or waited for ``idle`` seconds; then a last pass, and the parent run is ended."""
+        quiet_since: float | None = None
+        try:
+            while self.tracker.enabled:
+                mirror_pass(study, self)
+                busy = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+                quiet_since = None if busy else (quiet_since or time.monotonic())
+                if idle and quiet_since is not None and time.monotonic() - quiet_since >= idle:
+                    break
+                time.sleep(interval)
+        finally:
+            with signals_interrupt():
+                mirror_pass(study, self)
+                self.tracker.end_study(study=study)
+
+
+def mirror_pass(study: optuna.Study, mirror: Mirror) -> list[int]:
+    """Bring MLflow up to ``study`` as stored now; return the trials whose run this pass completed or created.
+
+    Running trials get a RUNNING run (their params, then each value they report as the step metric
+    ``intermediate_value``); finished trials get their run completed or created
+    (``Tracker.log_finished``), and the parent run their progress in the order they finished.
+    """
+    tracker = mirror.tracker
+    runs = tracker.call(tracker.trial_runs)
+    if runs is None:
+        return []
+    for number, found in runs.items():
+        if len(found) > 1:
+            runs[number] = _keep_oldest(tracker, found)
+    if mirror.finished is None:  # a mirror after another one: the trials it closed keep their progress
+        mirror.finished = {number for number, found in runs.items() if found[0].info.status != "RUNNING"}
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        found = runs.get(trial.number)
+        if found:
+            run_id = found[0].info.run_id if found[0].info.status == "RUNNING" else ""
+        else:
+            tags = {SYNCED_TAG: "true", MIRROR_TAG: "true"}
+            run_id = tracker.start_trial(trial.number, start_time=_ms(trial.datetime_start), tags=tags)
+            data = tracker.call(tracker.trial_data, trial, TrialState.RUNNING, None) if run_id else None
+            if data is not None:
+                tracker.call(tracker.client.log_batch, run_id, params=data[1])
+        if run_id:
+            _log_reported(mirror, run_id, trial)
+    done = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    tracker.call(tracker.log_finished, study, defer_live=False)
+    ended = sorted(done - mirror.finished)
+    if ended:
+        tracker.log_history(study, ended)
+    mirror.finished |= done
+    return ended
+
+
+def _keep_oldest(tracker: Tracker, runs: list[Run]) -> list[Run]:
+    """Delete all but one of a trial's runs (two mirrors created one each): its own run if any, else the oldest."""
+    own = [run for run in runs if SYNCED_TAG not in run.data.tags]
+    kept = min(own or runs, key=lambda run: (run.info.start_time or 0, run.info.run_id))
+    for run in runs:
+        if run.info.run_id != kept.info.run_id:
+            tracker.call(tracker.client.delete_run, run.info.run_id)
+    return [kept]
+
+
+def _log_reported(mirror: Mirror, run_id: str, trial: optuna.trial.FrozenTrial) -> None:
+    """Log the values ``trial`` reported since the last pass to its run (step = the reported step)."""
+    from mlflow.entities import Metric
+
+    last = mirror.logged.get(run_id, -1)
+    new = sorted((step, value) for step, value in intermediate_values(trial).items() if step > last)
+    if not new:
+        return
+    now = int(time.time() * 1000)
+    metrics = [Metric(REPORTED_METRIC, float(value), now, int(step)) for step, value in new]
+    tracker = mirror.tracker
+    tracker.call(tracker.client.log_batch, run_id, metrics=metrics)
+    if tracker.enabled:
+        mirror.logged[run_id] = new[-1][0]
