@@ -90,10 +90,15 @@ def objective(trial: Any) -> float:
 
 def worker(args: argparse.Namespace) -> int:
     """One worker process: load the study, wait for the start line, optimize until the study holds the budget."""
+    import warnings
+
     import optuna
     from optuna.storages import RDBStorage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Expected, once per process: heartbeats are experimental, MLflowCallback deprecated (optuna-integration 4.9).
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", message="MLflowCallback has been deprecated", category=FutureWarning)
     storage = RDBStorage(args.storage, heartbeat_interval=args.heartbeat, grace_period=args.grace)
     study = optuna.load_study(
         study_name=args.study_name,
@@ -232,6 +237,7 @@ def run_mode(mode: str, pg: Postgres, folder: Path, args: argparse.Namespace, tr
     """Run the workers of ``mode`` on a fresh study; return its timing, trial states and killed workers."""
     import optuna
     from optuna.storages import RDBStorage
+    from optuna.trial import TrialState
 
     folder.mkdir(parents=True, exist_ok=True)
     storage_url = pg.database(f"optuna_{mode}")
@@ -263,6 +269,7 @@ def run_mode(mode: str, pg: Postgres, folder: Path, args: argparse.Namespace, tr
             if exited or time.monotonic() > deadline:
                 raise RuntimeError(f"{mode}: workers {exited or 'not ready in time'} (logs in {folder})")
             time.sleep(0.1)
+        cpu_before = _children_cpu()
         go.touch()
         started = time.monotonic()
         watch = RDBStorage(storage_url)
@@ -270,6 +277,7 @@ def run_mode(mode: str, pg: Postgres, folder: Path, args: argparse.Namespace, tr
         kill_at = math.ceil(args.kill_at * args.trials)
         killed: list[int] = []
         killed_after = None
+        running_at_kill: list[int] = []
         deadline = started + args.timeout
         while any(p.poll() is None for p in procs):
             if time.monotonic() > deadline:
@@ -281,8 +289,11 @@ def run_mode(mode: str, pg: Postgres, folder: Path, args: argparse.Namespace, tr
                         proc.send_signal(signal.SIGKILL)
                         killed.append(proc.pid)
                     killed_after = n
+                    running = watch.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+                    running_at_kill = [t.number for t in running]
             time.sleep(0.1)
         seconds = time.monotonic() - started
+        cpu = _children_cpu() - cpu_before
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -292,22 +303,21 @@ def run_mode(mode: str, pg: Postgres, folder: Path, args: argparse.Namespace, tr
             log.close()
     study = optuna.load_study(study_name=study_name, storage=storage_url)
     failed_late = []
-    if any(t.state.name == "RUNNING" for t in study.trials):
+    if any(t.state == TrialState.RUNNING for t in study.trials):
         # No worker started a trial once a killed worker's trial went stale: fail it as the next worker would.
         time.sleep(args.grace + 2 * args.heartbeat)
-        late = optuna.load_study(
-            study_name=study_name,
-            storage=RDBStorage(storage_url, heartbeat_interval=args.heartbeat, grace_period=args.grace),
-        )
-        running = {t.number for t in late.trials if t.state.name == "RUNNING"}
+        storage = RDBStorage(storage_url, heartbeat_interval=args.heartbeat, grace_period=args.grace)
+        late = optuna.load_study(study_name=study_name, storage=storage)
+        stuck = {t.number for t in late.trials if t.state == TrialState.RUNNING}
         optuna.storages.fail_stale_trials(late)
         study = optuna.load_study(study_name=study_name, storage=storage_url)
-        failed_late = sorted(n for n in running if study.trials[n].state.name == "FAIL")
+        failed_late = sorted(n for n in stuck if study.trials[n].state == TrialState.FAIL)
     finished = _finished(study)
     states: dict[str, int] = {}
     for trial in study.trials:
         states[trial.state.name] = states.get(trial.state.name, 0) + 1
-    killed_trials = sorted(t.number for t in study.trials if t.user_attrs.get("pid") in killed)
+    # The killed workers' trials in flight: RUNNING at the kill, of a killed pid (or killed before it was recorded).
+    in_flight = [n for n in running_at_kill if study.trials[n].user_attrs.get("pid", killed[0]) in killed]
     returncodes = {p.pid: p.returncode for p in procs if p.pid not in killed}
     warnings = _count_log_lines(folder, ("WARNING", "Warning"))
     errors = _count_log_lines(folder, ("Traceback",))
@@ -318,18 +328,30 @@ def run_mode(mode: str, pg: Postgres, folder: Path, args: argparse.Namespace, tr
         "seconds": seconds,
         "finished_trials": len(finished),
         "trials_per_second": len(finished) / seconds,
+        "worker_cpu_seconds": cpu,
         "states": states,
         "best_value": study.best_value if any(t.state.name == "COMPLETE" for t in finished) else None,
         "killed_pids": killed,
         "killed_after_trials": killed_after,
-        "killed_workers_trials": killed_trials,
-        "killed_trials_states": {n: study.trials[n].state.name for n in killed_trials},
+        "killed_in_flight": {
+            n: study.trials[n].state.name + ("" if "pid" in study.trials[n].user_attrs else ", objective not started")
+            for n in in_flight
+        },
+        "running_left": [t.number for t in study.trials if t.state == TrialState.RUNNING],
         "failed_after_workers_ended": failed_late,
         "worker_returncodes": returncodes,
         "workers_ok": all(code == 0 for code in returncodes.values()),
         "log_warnings": warnings,
         "log_tracebacks": errors,
     }
+
+
+def _children_cpu() -> float:
+    """Return the CPU seconds (user + system) of this process's ended and waited-for children."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _count_log_lines(folder: Path, needles: tuple[str, ...]) -> int:
@@ -365,8 +387,8 @@ def check_runs(tracking_uri: str, experiment: str, study: Any, *, zoo_ext: bool 
         parents = [r for r in runs if r.data.tags.get(ROLE_TAG) == "study"]
         numbers = [int(r.data.tags[NUMBER_TAG]) for r in trial_runs]
     else:  # MLflowCallback: one run per trial, named by its number
-        trial_runs, parents = runs, []
-        numbers = [int(r.info.run_name) for r in runs]
+        trial_runs, parents = [r for r in runs if str(r.info.run_name).isdigit()], []
+        numbers = [int(r.info.run_name) for r in trial_runs]
     by_number: dict[int, list[Any]] = {}
     for number, run in zip(numbers, trial_runs, strict=True):
         by_number.setdefault(number, []).append(run)
@@ -458,14 +480,20 @@ def report(results: dict) -> list[str]:
         f"killed with SIGKILL at {s['kill_at']:.0%} of the trials; heartbeat {s['heartbeat']:g} s, grace "
         f"{s['grace']:g} s; objective {STEPS} x ({STEP_SECONDS:g} s sleep + report), median pruner, "
         f"x > {FAIL_ABOVE:g} fails",
-        f"{'mode':<16} {'trials':>6} {'seconds':>8} {'trials/s':>9}  states; killed",
+        f"{'mode':<16} {'trials':>6} {'seconds':>8} {'trials/s':>9} {'worker CPU ms/trial':>20}  trial states",
     ]
     for mode, row in results["modes"].items():
         states = ", ".join(f"{k} {v}" for k, v in sorted(row["states"].items()))
-        killed = (f"pids {row['killed_pids']} after {row['killed_after_trials']} trials, their trials "
-                  f"{row['killed_trials_states']}")  # fmt: skip
+        cpu = 1000 * row["worker_cpu_seconds"] / max(row["finished_trials"], 1)
         lines.append(f"{mode:<16} {row['finished_trials']:>6} {row['seconds']:>8.1f} {row['trials_per_second']:>9.2f}"
-                     f"  {states}; killed {killed}")  # fmt: skip
+                     f" {cpu:>20.0f}  {states}")  # fmt: skip
+    for mode, row in results["modes"].items():
+        flight = ", ".join(f"{n} (now {state})" for n, state in row["killed_in_flight"].items()) or "none"
+        lines.append(f"  {mode}: killed pid(s) {row['killed_pids']} once the study held {row['killed_after_trials']} "
+                     f"trials; their trials in flight: {flight}")  # fmt: skip
+        if row["running_left"]:
+            lines.append(f"  {mode}: trials {row['running_left']} stay RUNNING in Optuna (killed before their first "
+                         "heartbeat: Optuna never fails a trial without one)")  # fmt: skip
         if not row["workers_ok"]:
             lines.append(f"  {mode}: a surviving worker failed: exit codes {row['worker_returncodes']}")
         if row["failed_after_workers_ended"]:
@@ -546,9 +574,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def controller(args: argparse.Namespace) -> int:
+    import warnings
+
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PGPASSWORD", "load-" + os.urandom(8).hex())  # libpq reads it: no password in any URL

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -178,8 +180,16 @@ def _mlflow_sync(args: argparse.Namespace) -> int:
 
 def _mlflow_mirror(args: argparse.Namespace) -> int:
     from zoo_ext import storage, tracking
-    from zoo_ext.signals import signals_interrupt
 
+    # SIGINT/SIGTERM only ask it to stop: one arriving while MLflow creates its store's schema would break the store.
+    stop, stopped_by = threading.Event(), []
+
+    def request_stop(signum: int, frame: object) -> None:
+        stopped_by.append(signal.Signals(signum).name)
+        stop.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
     try:
         study = storage.load_existing_study(args.storage, args.study_name)
         tracker = tracking.sync_tracker(study, tracking_uri=args.mlflow_tracking_uri, experiment=args.mlflow_experiment)
@@ -191,13 +201,14 @@ def _mlflow_mirror(args: argparse.Namespace) -> int:
     until = f", until {args.idle:g} s without a running trial" if args.idle else ", until stopped"
     print(f"Mirroring study {args.study_name!r} ({where}) into experiment {tracker.experiment_name!r} every "
           f"{args.interval:g} s{until}", flush=True)  # fmt: skip
-    try:
-        with signals_interrupt():
-            tracking.Mirror(tracker).run(study, interval=args.interval, idle=args.idle)
-    except KeyboardInterrupt as exc:
-        print(f"Stopped by {getattr(exc, 'signal_name', 'SIGINT')}: the runs are up to date with the storage")
+    mirror = tracking.Mirror(tracker)
+    mirror.run(study, interval=args.interval, idle=args.idle, stop=stop)
+    if stopped_by:
+        print(f"Stopped by {stopped_by[0]}: a last pass", flush=True)
+    mirror.finish(study)
     if not tracker.enabled:
         exit_with_error(TrackingError(f"{tracker.failure}; run the same command again once MLflow works"))
+    print("The runs are up to date with the storage")
     return 0
 
 
@@ -267,7 +278,10 @@ def _parser() -> argparse.ArgumentParser:
     mirror = sub.add_parser(
         "mlflow-mirror", help="follow a study in its storage and mirror it into MLflow (workers: --no-mlflow)"
     )
-    mirror.add_argument("--storage", required=True, help="Optuna storage (URL or journal .log path)")
+    stored = os.environ.get("ZOO_EXT_STORAGE")  # a URL with a password stays off the command line
+    mirror.add_argument(
+        "--storage", default=stored, required=stored is None, help="Optuna storage (default: $ZOO_EXT_STORAGE)"
+    )
     mirror.add_argument("--study-name", required=True)
     mirror.add_argument("--mlflow-tracking-uri", default=None, help="default: $MLFLOW_TRACKING_URI or ./mlflow.db")
     mirror.add_argument("--mlflow-experiment", default=None, help="default: <algo>-<env id>")

@@ -83,3 +83,24 @@ def test_a_mirror_refuses_a_study_zoo_ext_never_made(workdir: Path) -> None:
     cmd = [sys.executable, "-m", "zoo_ext", "mlflow-mirror", "--storage", "study.log", "--study-name", "s"]
     proc = run(cmd, workdir, check=False)
     assert proc.returncode == 2 and "zoo_ext: error: study 's' was not created by zoo_ext" in proc.stderr
+
+
+def test_the_rl_command_tracks_through_its_own_mirror_and_imports_no_mlflow(workdir: Path) -> None:
+    uri = mlflow_store(workdir)
+    args = [*optimize_args("a2c", "CartPole-v1", n=2048, trials=3), "--mlflow-mirror", "--mlflow-tracking-uri", uri]
+    proc = run([*STOCK, *args, "-params", "n_envs:2"], workdir, env={"PYTHONPROFILEIMPORTTIME": "1"})
+    imported = [line for line in proc.stderr.splitlines() if line.startswith("import time:")]
+    assert len(imported) > 500  # the training process's own imports (the mirror's go to its log file)
+    assert not [line for line in imported if "mlflow" in line]
+    (log,) = (workdir / "logs" / "a2c").glob("*-mlflow-mirror.log")
+    assert "Stopped by SIGTERM: a last pass\nThe runs are up to date with the storage\n" in log.read_text()
+    study = load(workdir)
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("a2c-CartPole-v1").experiment_id])
+    trials = {int(r.data.tags["optuna.trial_number"]): r for r in runs if r.data.tags["zoo_ext.role"] == "trial"}
+    assert sorted(trials) == [t.number for t in study.trials]
+    for trial in study.trials:
+        assert trials[trial.number].info.status == STATUS[trial.state.name]
+        assert trials[trial.number].data.tags["zoo_ext.synced"] == "true"  # made by the mirror, not in-process
+    (parent,) = [r for r in runs if r.data.tags["zoo_ext.role"] == "study"]
+    assert parent.info.status == "FINISHED" and parent.data.metrics["n_complete"] == len(study.trials)

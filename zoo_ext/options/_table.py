@@ -267,6 +267,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("mlflow_experiment", "--mlflow-experiment", None, "MLflow experiment name (default: <algo>-<env id>)"),
     Option("no_mlflow", "--no-mlflow", False, "Do not log the study to MLflow", kind="flag"),
     Option(
+        "mlflow_mirror",
+        "--mlflow-mirror",
+        False,
+        "Log to MLflow from one mirror process (python -m zoo_ext mlflow-mirror) that follows the study's storage,"
+        " instead of inside the training processes (which then import no MLflow); without --storage the study is"
+        " kept in a journal file in the log folder",
+        kind="flag",
+    ),
+    Option(
         "mlflow_log_models",
         "--mlflow-log-models",
         False,
@@ -303,6 +312,7 @@ class ZooOptions:
     mlflow_tracking_uri: str | None = field(default_factory=_fresh("mlflow_tracking_uri"))
     mlflow_experiment: str | None = field(default_factory=_fresh("mlflow_experiment"))
     no_mlflow: bool = field(default_factory=_fresh("no_mlflow"))
+    mlflow_mirror: bool = field(default_factory=_fresh("mlflow_mirror"))
     mlflow_log_models: bool = field(default_factory=_fresh("mlflow_log_models"))
     objectives: tuple[str, ...] = field(default_factory=_fresh("objectives"))
     n_seeds: int = field(default_factory=_fresh("n_seeds"))

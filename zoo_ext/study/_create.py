@@ -384,13 +384,13 @@ def budget(exp: Experiment) -> dict[str, Any]:
 
 
 def create_tracker(exp: Experiment, study: optuna.Study) -> tracking.Tracker | None:
-    """Return the study's MLflow tracker, or None with --no-mlflow.
+    """Return the study's MLflow tracker, or None with --no-mlflow or --mlflow-mirror (a mirror process tracks).
 
     It works in the background: MLflow's import, the store, the parent run (found or created) and
     every trial's run are set up on its thread while trials train.
     """
     opts = exp.options
-    if opts.no_mlflow:
+    if opts.no_mlflow or opts.mlflow_mirror:
         return None
     tracker = tracking.Tracker(
         tracking_uri=opts.mlflow_tracking_uri,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
+import signal
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +28,9 @@ __all__ = ["optimize"]
 
 _logger = logging.getLogger("zoo_ext.study")
 
+#: Seconds the mirror may take for its last pass once the study is over.
+MIRROR_STOP_TIMEOUT = 120
+
 
 def optimize(exp: Experiment) -> int:
     """Run the study with the zoo's budget flags, print and write the stock report; return the exit status.
@@ -40,10 +47,11 @@ def optimize(exp: Experiment) -> int:
         setup = create_study(exp)
         study = setup.study
         tracker = create_tracker(exp, study)
-        with workers.signals_interrupt(), progress_line(study, exp):
-            outcome = run_tracked(study, setup.objective, tracker, exp, n_jobs=exp.n_jobs)
-        if not workers.is_worker():
-            _finish(setup, tracker, exp, outcome)
+        with _mirror(exp, study):
+            with workers.signals_interrupt(), progress_line(study, exp):
+                outcome = run_tracked(study, setup.objective, tracker, exp, n_jobs=exp.n_jobs)
+            if not workers.is_worker():
+                _finish(setup, tracker, exp, outcome)
     if outcome.signal is not None:
         print(_interrupted_message(study.study_name, outcome.signal, exp), file=sys.stderr)
     elif outcome.failure is not None:
@@ -63,6 +71,44 @@ def _interrupted_message(study_name: str, signal_name: str, exp: Experiment) -> 
         f"Interrupted by {signal_name}: study {study_name!r} is saved in {storage.redact(exp.storage)}; "
         "run the same command to resume it"
     )
+
+
+@contextlib.contextmanager
+def _mirror(exp: Experiment, study: optuna.Study) -> Iterator[None]:
+    """With ``--mlflow-mirror``, run ``python -m zoo_ext mlflow-mirror`` on the study while the block runs.
+
+    Started by the launcher only (not by a worker), its output in ``<log folder>/<algo>/<study>-mlflow-mirror.log``;
+    the storage URL goes by environment, never on a command line. SIGTERM at the end: its last pass
+    logs the last trials and ends the parent run.
+    """
+    opts = exp.options
+    if not opts.mlflow_mirror or opts.no_mlflow or workers.is_worker() or exp.storage is None:
+        yield
+        return
+    cmd = [sys.executable, "-m", "zoo_ext", "mlflow-mirror", "--study-name", study.study_name]
+    if opts.mlflow_tracking_uri:
+        cmd += ["--mlflow-tracking-uri", opts.mlflow_tracking_uri]
+    if opts.mlflow_experiment:
+        cmd += ["--mlflow-experiment", opts.mlflow_experiment]
+    log = Path(exp.log_folder, exp.algo, f"{study.study_name}-mlflow-mirror.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "ZOO_EXT_STORAGE": str(exp.storage)}
+    with log.open("w") as out:
+        mirror = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    _logger.info("MLflow mirror: process %d, output in %s", mirror.pid, log)
+    try:
+        yield
+    finally:
+        mirror.terminate()
+        try:
+            mirror.wait(timeout=MIRROR_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            mirror.kill()
+            _logger.warning(
+                "the MLflow mirror did not stop in %d s: run python -m zoo_ext mlflow-sync", MIRROR_STOP_TIMEOUT
+            )
+        if mirror.returncode not in (0, -signal.SIGKILL):
+            _logger.warning("the MLflow mirror exited with status %s: see %s", mirror.returncode, log)
 
 
 def _finish(setup: StudySetup, tracker: tracking.Tracker | None, exp: Experiment, outcome: Outcome) -> None:
@@ -92,7 +138,7 @@ def _optimize_with_workers(exp: Experiment) -> tuple[optuna.Study, Outcome]:
     n = exp.options.n_workers
     # While the study is created, the forked workers import what their first model (torch._dynamo, imported by SB3's
     # first optimizer) and tracker need.
-    preload = ["torch._dynamo", *([] if exp.options.no_mlflow else ["mlflow"])]
+    preload = ["torch._dynamo", *([] if exp.options.no_mlflow or exp.options.mlflow_mirror else ["mlflow"])]
     forked = workers.fork_workers(n - 1, exp.worker_main, preload=preload)
     setup = create_study(exp)
     study = setup.study
@@ -110,6 +156,7 @@ def _optimize_with_workers(exp: Experiment) -> tuple[optuna.Study, Outcome]:
     line = progress_line(study, exp)  # drawn until every worker is done; their output is relayed above it
     relayed = isinstance(line, progress.LiveProgress)
     with (
+        _mirror(exp, study),
         workers.signals_interrupt(),
         line,
         progress.Relay() as relay,

@@ -111,14 +111,15 @@ def resolve_study(
 
     Without ``--study-name`` (with a storage or ``--n-workers``), the name is derived from the
     study-defining settings and ``seed`` (the explicit ``--seed``), so the same command resumes
-    the same study; ``--n-workers`` without ``--storage`` keeps it in a journal file in the log
-    folder. Runs before any environment is built.
+    the same study; ``--n-workers`` or ``--mlflow-mirror`` without ``--storage`` keeps it in a
+    journal file in the log folder. Runs before any environment is built.
     """
     print_ = fingerprint(opts, algo)
-    if study_name is None and (storage_url is not None or opts.n_workers > 1):
+    in_file = opts.n_workers > 1 or (opts.mlflow_mirror and not opts.no_mlflow)  # other processes read the study
+    if study_name is None and (storage_url is not None or in_file):
         key = json.dumps({"algo": algo, "env": env_id, "seed": seed, **print_}, sort_keys=True)
         study_name = f"{algo}-{env_id}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
-    if storage_url is None and opts.n_workers > 1:
+    if storage_url is None and in_file:
         storage_url = os.path.join(log_folder, algo, f"{study_name}.log")
     if storage_url is not None and study_name is not None and storage.exists(storage_url):
         try:

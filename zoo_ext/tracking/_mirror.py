@@ -12,6 +12,7 @@ one study leave one run per trial (the duplicates a pass finds are deleted, the 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -19,7 +20,6 @@ from typing import TYPE_CHECKING
 import optuna
 from optuna.trial import TrialState
 
-from zoo_ext.signals import signals_interrupt
 from zoo_ext.tracking._mapping import intermediate_values
 from zoo_ext.tracking._tracker import Tracker
 from zoo_ext.tracking._trial_runs import SYNCED_TAG, _ms
@@ -46,22 +46,25 @@ class Mirror:
     logged: dict[str, int] = field(default_factory=dict)
     finished: set[int] | None = None
 
-    def run(self, study: optuna.Study, *, interval: float = 1.0, idle: float = 0.0) -> None:
-        """Mirror ``study`` every ``interval`` seconds, until stopped (SIGINT, SIGTERM) or, with ``idle``, once no
-        trial has run or waited for ``idle`` seconds; then a last pass, and the parent run is ended."""
+    def run(
+        self, study: optuna.Study, *, interval: float = 1.0, idle: float = 0.0, stop: threading.Event | None = None
+    ) -> None:
+        """Mirror ``study`` every ``interval`` seconds while tracking works, until ``stop`` is set or, with ``idle``,
+        no trial has run or waited for ``idle`` seconds. Call :meth:`finish` after it."""
+        stop = stop or threading.Event()
         quiet_since: float | None = None
-        try:
-            while self.tracker.enabled:
-                mirror_pass(study, self)
-                busy = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
-                quiet_since = None if busy else (quiet_since or time.monotonic())
-                if idle and quiet_since is not None and time.monotonic() - quiet_since >= idle:
-                    break
-                time.sleep(interval)
-        finally:
-            with signals_interrupt():
-                mirror_pass(study, self)
-                self.tracker.end_study(study=study)
+        while self.tracker.enabled and not stop.is_set():
+            mirror_pass(study, self)
+            busy = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+            quiet_since = None if busy else (quiet_since or time.monotonic())
+            if idle and quiet_since is not None and time.monotonic() - quiet_since >= idle:
+                return
+            stop.wait(interval)
+
+    def finish(self, study: optuna.Study) -> None:
+        """Make a last pass and end the parent run (it is reopened if the study goes on)."""
+        mirror_pass(study, self)
+        self.tracker.end_study(study=study)
 
 
 def mirror_pass(study: optuna.Study, mirror: Mirror) -> list[int]:
