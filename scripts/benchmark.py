@@ -287,38 +287,47 @@ def measured_run(folder: Path, args: list[str], *, stock: bool) -> dict[str, flo
 
 
 def small_study(run: Runner, budget: Budget) -> dict[str, Any]:
-    """Whole-command wall time and peak memory of a small new study with MLflow on, zoo_ext vs stock.
+    """Whole-command wall time and peak memory of a small new study with MLflow on: stock, zoo_ext, zoo_ext's mirror.
 
-    PPO on Pendulum-v1, 3 seeded random trials of 8,192 steps (the same parameters in both), a new
+    PPO on Pendulum-v1, 3 seeded random trials of 8,192 steps (the same parameters in all), a new
     journal study and a new MLflow SQLite store in a new folder for every run (stock rl_zoo3 logs
-    nothing to it; zoo_ext creates it). Pairs alternate stock/zoo_ext and zoo_ext/stock to cancel
-    drift; the medians over the runs are compared.
+    nothing to it; zoo_ext creates it). ``zoo_ext`` tracks inside the training process, ``mirror``
+    through ``--mlflow-mirror`` (a child process; the tree's peak memory counts it). Each round runs
+    the three modes in a rotated order to cancel drift; the medians over the rounds are compared.
     """
     n, steps, pairs = 3, 8192, budget.small_study_pairs
+    modes = ("stock", "zoo_ext", "mirror")
     print(f"== small study: ppo Pendulum-v1, {n} trials x {steps} steps, MLflow on a new local store per run, "
-          f"{pairs} pair(s) of stock/zoo_ext")  # fmt: skip
+          f"{pairs} round(s) of stock/zoo_ext/mirror")  # fmt: skip
     args = study_args("ppo", "Pendulum-v1", steps, n, SMALL_STUDY, "--sampler", "random", "--pruner", "none",
                       "--seed", str(SMALL_SEED), "--num-threads", "1")  # fmt: skip
-    runs: dict[str, list[dict[str, float]]] = {"stock": [], "zoo_ext": []}
+    runs: dict[str, list[dict[str, float]]] = {mode: [] for mode in modes}
     for pair in range(pairs):
-        for mode in ("stock", "zoo_ext") if pair % 2 == 0 else ("zoo_ext", "stock"):
-            runs[mode].append(measured_run(run.root / "small_study" / f"{mode}-{pair}", args, stock=mode == "stock"))
+        for mode in modes[pair % 3 :] + modes[: pair % 3]:
+            extra = ["--mlflow-mirror"] if mode == "mirror" else []
+            folder = run.root / "small_study" / f"{mode}-{pair}"
+            runs[mode].append(measured_run(folder, [*args, *extra], stock=mode == "stock"))
     median = {mode: {key: statistics.median(r[key] for r in rows) for key in rows[0]} for mode, rows in runs.items()}
-    stock, zoo = median["stock"], median["zoo_ext"]
+    stock, zoo, mirror = median["stock"], median["zoo_ext"], median["mirror"]
     result = {
         "runs": runs,
         "median": median,
         "command_ratio": ratio(zoo["seconds"], stock["seconds"]),
         "tree_peak_difference_mib": zoo["tree_peak_mib"] - stock["tree_peak_mib"],
         "process_peak_difference_mib": zoo["process_peak_mib"] - stock["process_peak_mib"],
+        "mirror_command_ratio": ratio(mirror["seconds"], stock["seconds"]),
+        "mirror_tree_peak_difference_mib": mirror["tree_peak_mib"] - stock["tree_peak_mib"],
     }
-    print(f"median whole-command time: stock {stock['seconds']:.1f} s, zoo_ext {zoo['seconds']:.1f} s")
-    print(f"small-study whole-command ratio: {result['command_ratio']:.3f}x (target <= 1.08x)")
+    print(f"median whole-command time: stock {stock['seconds']:.1f} s, zoo_ext {zoo['seconds']:.1f} s, "
+          f"mirror {mirror['seconds']:.1f} s")  # fmt: skip
+    print(f"small-study whole-command ratio: {result['command_ratio']:.3f}x (target <= 1.08x); with "
+          f"--mlflow-mirror {result['mirror_command_ratio']:.3f}x (target <= 1.05x)")  # fmt: skip
     print(f"median peak memory of the process tree: stock {stock['tree_peak_mib']:.0f} MiB, zoo_ext "
           f"{zoo['tree_peak_mib']:.0f} MiB, difference {result['tree_peak_difference_mib']:+.0f} MiB "
-          "(target <= +60 MiB)")  # fmt: skip
+          f"(target <= +60 MiB); mirror {mirror['tree_peak_mib']:.0f} MiB, difference "
+          f"{result['mirror_tree_peak_difference_mib']:+.0f} MiB (target <= +40 MiB)")  # fmt: skip
     print(f"median peak RSS of the largest process: stock {stock['process_peak_mib']:.0f} MiB, "
-          f"zoo_ext {zoo['process_peak_mib']:.0f} MiB, "
+          f"zoo_ext {zoo['process_peak_mib']:.0f} MiB, mirror {mirror['process_peak_mib']:.0f} MiB, "
           f"difference {result['process_peak_difference_mib']:+.0f} MiB")  # fmt: skip
     return result
 

@@ -111,12 +111,15 @@ def worker(args: argparse.Namespace) -> int:
         from optuna_integration.mlflow import MLflowCallback
 
         callbacks.append(MLflowCallback(tracking_uri=args.tracking_uri, metric_name="value"))
+    if args.worker == "zoo_ext":  # imported before the start line, as the callback's module is
+        import mlflow.entities  # what track needs: MlflowClient, entities
+        import mlflow.tracking  # noqa: F401
+
+        from zoo_ext.mlflow import track
     Path(args.ready).touch()
     while not Path(args.go).exists():
         time.sleep(0.02)
     if args.worker == "zoo_ext":
-        from zoo_ext.mlflow import track
-
         with track(study, objective, experiment=args.experiment, tracking_uri=args.tracking_uri) as tracked:
             study.optimize(tracked, callbacks=callbacks, catch=(_BadRegion,))
     else:
@@ -174,6 +177,11 @@ class Postgres:
                            check=False, capture_output=True)  # fmt: skip
             self.started = False
 
+    def cpu(self) -> float:
+        """Return the CPU seconds the server's processes used so far (the postmaster, its backends)."""
+        pid = int((self.root / "data" / "postmaster.pid").read_text().split()[0])
+        return _tree_cpu(pid)
+
     def database(self, name: str) -> str:
         """Create database ``name``; return its URL (no password: libpq reads ``PGPASSWORD``)."""
         subprocess.run([pg_bin("createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", PG_USER, name],
@@ -196,8 +204,10 @@ def _stop_group(proc: subprocess.Popen[Any], timeout: float = 30) -> None:
 
 
 @contextlib.contextmanager
-def mlflow_server(backend: str, artifacts: Path, log: Path, workers: int, timeout: float = 600) -> Iterator[str]:
-    """Run ``mlflow server`` on 127.0.0.1 with ``backend``; yield its URL once it answers; stop it on exit."""
+def mlflow_server(
+    backend: str, artifacts: Path, log: Path, workers: int, timeout: float = 600
+) -> Iterator[tuple[str, int]]:
+    """Run ``mlflow server`` on 127.0.0.1 with ``backend``; yield its URL and pid once it answers; stop it on exit."""
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
     cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers",
@@ -215,7 +225,7 @@ def mlflow_server(backend: str, artifacts: Path, log: Path, workers: int, timeou
                     if server.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError(f"mlflow server did not start (log: {log})") from None
                     time.sleep(0.5)
-            yield url
+            yield url, server.pid
         finally:
             _stop_group(server)
 
@@ -233,8 +243,10 @@ def _finished(study: Any) -> list[Any]:
     return [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
 
 
-def run_mode(mode: str, pg: Postgres, folder: Path, args: argparse.Namespace, tracking_uri: str | None) -> dict:
-    """Run the workers of ``mode`` on a fresh study; return its timing, trial states and killed workers."""
+def run_mode(
+    mode: str, pg: Postgres, folder: Path, args: argparse.Namespace, tracking_uri: str | None, mlflow_pid: int | None
+) -> dict:
+    """Run the workers of ``mode`` on a fresh study; return its timing, CPU time, trial states and killed workers."""
     import optuna
     from optuna.storages import RDBStorage
     from optuna.trial import TrialState
@@ -270,6 +282,7 @@ def run_mode(mode: str, pg: Postgres, folder: Path, args: argparse.Namespace, tr
                 raise RuntimeError(f"{mode}: workers {exited or 'not ready in time'} (logs in {folder})")
             time.sleep(0.1)
         cpu_before = _children_cpu()
+        servers_before = pg.cpu() + (_tree_cpu(mlflow_pid) if mlflow_pid else 0.0)
         go.touch()
         started = time.monotonic()
         watch = RDBStorage(storage_url)
@@ -294,6 +307,7 @@ def run_mode(mode: str, pg: Postgres, folder: Path, args: argparse.Namespace, tr
             time.sleep(0.1)
         seconds = time.monotonic() - started
         cpu = _children_cpu() - cpu_before
+        servers = pg.cpu() + (_tree_cpu(mlflow_pid) if mlflow_pid else 0.0) - servers_before
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -329,6 +343,7 @@ def run_mode(mode: str, pg: Postgres, folder: Path, args: argparse.Namespace, tr
         "finished_trials": len(finished),
         "trials_per_second": len(finished) / seconds,
         "worker_cpu_seconds": cpu,
+        "server_cpu_seconds": servers,
         "states": states,
         "best_value": study.best_value if any(t.state.name == "COMPLETE" for t in finished) else None,
         "killed_pids": killed,
@@ -344,6 +359,21 @@ def run_mode(mode: str, pg: Postgres, folder: Path, args: argparse.Namespace, tr
         "log_warnings": warnings,
         "log_tracebacks": errors,
     }
+
+
+def _tree_cpu(root: int) -> float:
+    """Return the CPU seconds of process ``root``, its ended children and its live children and process group."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            pid = int(stat.parent.name)
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            ppid, pgrp = int(fields[1]), int(fields[2])
+            if pid == root or ppid == root or pgrp == root:
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+                if pid == root:
+                    total += int(fields[13]) + int(fields[14])  # of its children that ended (postgres backends)
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _children_cpu() -> float:
@@ -480,13 +510,15 @@ def report(results: dict) -> list[str]:
         f"killed with SIGKILL at {s['kill_at']:.0%} of the trials; heartbeat {s['heartbeat']:g} s, grace "
         f"{s['grace']:g} s; objective {STEPS} x ({STEP_SECONDS:g} s sleep + report), median pruner, "
         f"x > {FAIL_ABOVE:g} fails",
-        f"{'mode':<16} {'trials':>6} {'seconds':>8} {'trials/s':>9} {'worker CPU ms/trial':>20}  trial states",
+        f"{'mode':<16} {'trials':>6} {'seconds':>8} {'trials/s':>9}  {'CPU ms/trial: workers':>21} "
+        f"{'servers':>7}  trial states",
     ]
     for mode, row in results["modes"].items():
         states = ", ".join(f"{k} {v}" for k, v in sorted(row["states"].items()))
-        cpu = 1000 * row["worker_cpu_seconds"] / max(row["finished_trials"], 1)
+        cpu, servers = (1000 * row[key] / max(row["finished_trials"], 1)
+                        for key in ("worker_cpu_seconds", "server_cpu_seconds"))  # fmt: skip
         lines.append(f"{mode:<16} {row['finished_trials']:>6} {row['seconds']:>8.1f} {row['trials_per_second']:>9.2f}"
-                     f" {cpu:>20.0f}  {states}")  # fmt: skip
+                     f"  {cpu:>21.0f} {servers:>7.0f}  {states}")  # fmt: skip
     for mode, row in results["modes"].items():
         flight = ", ".join(f"{n} (now {state})" for n, state in row["killed_in_flight"].items()) or "none"
         lines.append(f"  {mode}: killed pid(s) {row['killed_pids']} once the study held {row['killed_after_trials']} "
@@ -553,7 +585,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heartbeat", type=float, default=1.0, help="heartbeat interval, s (default 1)")
     parser.add_argument("--grace", type=float, default=3.0, help="heartbeat grace period, s (default 3)")
     parser.add_argument("--mlflow-workers", type=int, default=2, help="MLflow server worker processes (default 2)")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds a mode may take (default 120 + 0.5/trial)")
+    parser.add_argument(
+        "--timeout", type=float, default=None, help="seconds a mode may take (default 120 + 1 s a trial)"
+    )
     parser.add_argument("--start-timeout", type=float, default=600, help="seconds for the workers to get ready")
     # A worker process (started by this script).
     parser.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
@@ -569,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.kill < args.workers:
         parser.error("--kill must leave at least one worker")
     if args.timeout is None:
-        args.timeout = 120 + 0.5 * args.trials
+        args.timeout = 120 + 1.0 * args.trials
     return controller(args)
 
 
@@ -604,13 +638,13 @@ def controller(args: argparse.Namespace) -> int:
         for mode in modes:
             folder = out / mode
             if mode == "untracked":
-                results["modes"][mode] = run_mode(mode, pg, folder, args, None)
+                results["modes"][mode] = run_mode(mode, pg, folder, args, None, None)
                 continue
             backend = pg.database(f"mlflow_{mode}")
             folder.mkdir(parents=True, exist_ok=True)
             with mlflow_server(backend, pg.root / f"artifacts-{mode}", out / f"mlflow-{mode}.log",
-                               args.mlflow_workers) as uri:  # fmt: skip
-                row = run_mode(mode, pg, folder, args, uri)
+                               args.mlflow_workers) as (uri, server_pid):  # fmt: skip
+                row = run_mode(mode, pg, folder, args, uri, server_pid)
                 results["modes"][mode] = row
                 study = optuna.load_study(study_name=row["study_name"], storage=row["storage"])
                 if mode == "zoo_ext":

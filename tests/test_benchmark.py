@@ -27,6 +27,7 @@ def test_quick_benchmark_prints_every_section(tmp_path: Path) -> None:
         results["throughput"]["vs_n_jobs_2"],
         results["search"]["steps_ratio"],
         results["small_study"]["command_ratio"],
+        results["small_study"]["mirror_command_ratio"],
         results["cold"]["racing"]["env_steps_share"],
     ]
     assert all(math.isfinite(r) and r > 0 for r in ratios)
