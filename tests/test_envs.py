@@ -92,7 +92,7 @@ def test_a_study_tunes_one_config_on_two_envs(workdir: Path) -> None:
     args = optimize_args("a2c", "CartPole-v1", n=512, trials=2)
     flags = ["--sampler", "random", "--pruner", "none", "--n-seeds", "2", "--tune-envs", "Acrobot-v1",
              "--env-scores", "CartPole-v1:0:500", "Acrobot-v1:-500:0", "--env-aggregate", "mean",
-             "--mlflow-tracking-uri", uri]  # fmt: skip
+             "--mlflow-tracking-uri", uri, "--reevaluate-top", "1", "--eval-seeds", "2"]  # fmt: skip
     proc = run([*STOCK, *args, *flags], workdir)
     study = load(workdir)
     assert study.metric_names == ["mean_reward"]
@@ -114,6 +114,13 @@ def test_a_study_tunes_one_config_on_two_envs(workdir: Path) -> None:
         assert trial.user_attrs["env_steps"] >= 4 * 512
         assert set(trial.user_attrs["hyperparams_per_env"]) == {"Acrobot-v1"}
     assert "Envs (value: mean over envs of the seeds' normalised scores): CartPole-v1 0 = 0, 1 = 500" in proc.stdout
+    # re-evaluated on 2 fresh seeds on both envs: per seed, the mean of the two envs' normalised scores
+    tests = study.user_attrs["test_scores"]
+    (number,) = [key for key in tests if key != "baseline"]
+    scores = tests[number]["scores"]["mean_reward"]
+    assert len(scores) == 2 and all(0 <= score <= 1 for score in scores)
+    assert len(tests["baseline"]["scores"]["mean_reward"]) == 2
+    assert "a2c on CartPole-v1 + Acrobot-v1" in proc.stdout
     # each env keeps its own rl_zoo3 config: A2C's Acrobot-v1 entry normalises and runs 16 envs, CartPole-v1's 8
     out = workdir / "best.yml"
     export = [sys.executable, "-m", "zoo_ext", "export", "--storage", "study.log", "--study-name", "s", "-o", str(out)]

@@ -108,7 +108,6 @@ TINY = ["-params", "n_envs:1", "n_steps:32", "batch_size:32"]
         (["--tune-envs", "Acrobot-v1", "--env-scores", "Acrobot-v1:0"], "'Acrobot-v1:0': write ENV:LO:HI"),
         (["--tune-envs", "Acrobot-v1", "--env-scores", "Acrobot-v1:0:-5"], "HI must be a finite number above LO"),
         (["--tune-envs", "Acrobot-v1", "--scheduler", "pbt"], "--scheduler pbt trains each member on one env"),
-        (["--tune-envs", "Acrobot-v1", "--reevaluate-top", "1"], "--reevaluate-top re-trains a trial on --env only"),
         (
             ["--sampler", "cmaes", "--sampler-kwargs", "restart_strategy:ipop"],
             "--sampler-kwargs 'restart_strategy:ipop': values are Python expressions (NameError: name 'ipop' is not"

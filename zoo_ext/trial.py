@@ -270,8 +270,8 @@ class Objective:
             _logger.info("Trial %d fitted under %d env steps: %s", trial.number, self._ceiling(), changes)
         return kwargs
 
-    def _all_kwargs(self, trial: optuna.Trial) -> dict[str, dict[str, Any]]:
-        """Return each env's constructor kwargs for ``trial`` (the same sampled values on every env)."""
+    def kwargs_per_env(self, trial: optuna.Trial) -> dict[str, dict[str, Any]]:
+        """Return each env's constructor kwargs for ``trial``, by env id (the same sampled values on every env)."""
         kwargs = {self.exp.env_id: self.sample(trial)}
         for exp in self.envs[1:]:
             kwargs[exp.env_id] = self._kwargs(trial, exp, self._draw(trial, exp), record_as=None)
@@ -283,15 +283,39 @@ class Objective:
             trial.set_user_attr(TrialAttr.RECORD_PER_ENV, others)
         return kwargs
 
-    def _best_so_far(self, trial: optuna.Trial) -> dict[str, float]:
+    def _best_so_far(self, study: optuna.Study) -> dict[str, float]:
         """Return per env the best return of any run of the study's finished trials (``hi`` when unset)."""
         best: dict[str, float] = {}
         if not self.multi_env:
             return best
-        for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+        for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
             for env, scores in other.user_attrs.get(TrialAttr.PER_ENV, {}).items():
                 best[env] = max([best.get(env, -math.inf), *scores.get("raw", [])])
         return best
+
+    def _normalizer(self, study: optuna.Study, runs: Sequence[tuple[str, RunResult]]) -> _Normalizer:
+        """Return the scorer of ``runs`` (appended to as they train): the identity on one env."""
+        mean_reward = resolve_objectives(["mean_reward"])[0]
+        raw = functools.partial(mean_reward, metric=self.objective_metric)
+        return _Normalizer(self.score_ranges if self.multi_env else {}, self._best_so_far(study), runs, raw)
+
+    def seed_scores(self, study: optuna.Study, runs: Sequence[tuple[str, RunResult]]) -> dict[str, list[float]]:
+        """Return per objective one score per seed of ``runs`` ((env, result) pairs, every env per seed).
+
+        On one env, each run's value; on several, per seed the envs' normalised scores aggregated
+        with ``--env-aggregate`` (a return-scale objective) or their raw values' mean (another).
+        Used to score re-evaluations on fresh seeds as the trials were scored.
+        """
+        norm = self._normalizer(study, runs)
+        seeds = list(dict.fromkeys(result.seed for _, result in runs))
+        scores: dict[str, list[float]] = {}
+        for objective in self.objectives:
+            scores[objective.name] = []
+            for seed in seeds:
+                values = [self._value(objective, env, r, norm) for env, r in runs if r.seed == seed]
+                how = self.env_aggregate if objective.name in NORMALIZED_OBJECTIVES else "mean"
+                scores[objective.name].append(aggregate(values, how))
+        return scores
 
     def _value(self, objective: ObjectiveSpec, env: str, result: RunResult, norm: _Normalizer) -> float:
         """Return one run's value on ``objective``: normalised per env for a return-scale objective."""
@@ -373,7 +397,7 @@ class Objective:
 
     def _call(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         exp = self.exp
-        kwargs = self._all_kwargs(trial)
+        kwargs = self.kwargs_per_env(trial)
         if self.seed_racing:
             seeds = racing_seeds(exp.seed, self.n_seeds)
         else:
@@ -386,9 +410,7 @@ class Objective:
         inference = any(o.needs_inference for o in self.objectives)
         pairs = [(env, seed) for seed in seeds for env in self.envs]
         runs: list[tuple[str, RunResult]] = []
-        mean_reward = resolve_objectives(["mean_reward"])[0]
-        raw = functools.partial(mean_reward, metric=self.objective_metric)
-        norm = _Normalizer(self.score_ranges if self.multi_env else {}, self._best_so_far(trial), runs, raw)
+        norm = self._normalizer(trial.study, runs)
         steps = [0] * len(pairs)
         try:
             for k, (env, seed) in enumerate(pairs):

@@ -207,11 +207,6 @@ def _tune_envs(exp: Experiment) -> list[Experiment]:
     names = envs.tune_envs(exp.env_id, opts.tune_envs)
     if not names:
         return []
-    if opts.reevaluate_top:
-        raise options.OptionError(
-            "--reevaluate-top re-trains a trial on --env only: it cannot re-evaluate a --tune-envs config yet;"
-            " re-train the exported entries of each env instead (python -m zoo_ext export)"
-        )
     for env_id in names[1:]:
         envs.check_env_id(env_id)
     envs.parse_env_scores(opts.env_scores, names)

@@ -154,14 +154,21 @@ def baseline_config(exp: Experiment) -> tuple[str, dict[str, Any]]:
     return SB3_DEFAULTS, {"policy": kwargs["policy"]}
 
 
-def _train_scores(objective: Objective, kwargs: dict[str, Any], seeds: Sequence[int], **run: Any) -> dict[str, Any]:
-    """Return the ``seeds``, per-objective ``scores`` and seed ``aggregate`` of ``kwargs`` trained once per seed.
+def _train_scores(
+    study: optuna.Study, objective: Objective, kwargs: Mapping[str, dict[str, Any]], seeds: Sequence[int], **run: Any
+) -> dict[str, Any]:
+    """Return the ``seeds``, per-objective ``scores`` and seed ``aggregate`` of ``kwargs`` (by env id) trained once
+    per seed on every env of the study, scored as its trials were (:meth:`Objective.seed_scores`).
 
     ``run``: more :func:`~zoo_ext.training.train_run` arguments (a population's schedule and length).
     """
     inference = any(o.needs_inference for o in objective.objectives)
-    results = [train_run(objective.exp, kwargs, seed, measure_inference=inference, **run) for seed in seeds]
-    scores = {o.name: [o(r, objective.objective_metric) for r in results] for o in objective.objectives}
+    runs = [
+        (exp.env_id, train_run(exp, kwargs[exp.env_id], seed, measure_inference=inference, **run))
+        for seed in seeds
+        for exp in objective.envs
+    ]
+    scores = objective.seed_scores(study, runs)
     summary = {name: aggregate(values, objective.seed_aggregate) for name, values in scores.items()}
     return {"seeds": list(seeds), "scores": scores, "aggregate": summary}
 
@@ -185,22 +192,27 @@ def _reevaluate(
     for trial in todo:
         if isinstance(objective, pbt.SegmentObjective):  # the member's schedule, from scratch
             kwargs, callbacks, steps = objective.replay(study, trial.number)
-            entry = _train_scores(objective, kwargs, seeds, callbacks=callbacks, n_timesteps=steps)
+            entry = _train_scores(study, objective, {exp.env_id: kwargs}, seeds, callbacks=callbacks, n_timesteps=steps)
         else:
             fixed = optuna.trial.FixedTrial(trial.params, number=trial.number)
-            entry = _train_scores(objective, objective.sample(fixed), seeds)  # type: ignore[arg-type]
+            entry = _train_scores(study, objective, objective.kwargs_per_env(fixed), seeds)  # type: ignore[arg-type]
         tests[str(trial.number)] = entry
         study.set_user_attr(StudyAttr.TEST_SCORES, tests)
         if tracker is not None:
             tracker.log_test_scores(trial.number, entry["scores"], entry["aggregate"])
         _logger.info("trial %d re-evaluated on %d fresh seeds: %s", trial.number, len(seeds), entry["aggregate"])
     if baseline_due:
-        kind, kwargs = baseline_config(exp)
+        kinds, per_env = {}, {}
         try:
-            if not exp.options.no_clip_to_budget:  # the trials' ceiling, so the card compares like with like
-                kwargs = fit_to_budget(exp.algo_class, kwargs, n_timesteps=exp.n_timesteps, n_envs=exp.n_envs)[0]
-            tests[BASELINE] = {"kind": kind, **_train_scores(objective, kwargs, seeds)}
+            for one in objective.envs:  # each env's own baseline (--tune-envs)
+                kinds[one.env_id], kwargs = baseline_config(one)
+                if not exp.options.no_clip_to_budget:  # the trials' ceiling, so the card compares like with like
+                    kwargs = fit_to_budget(one.algo_class, kwargs, n_timesteps=one.n_timesteps, n_envs=one.n_envs)[0]
+                per_env[one.env_id] = kwargs
+            kind = " + ".join(dict.fromkeys(kinds.values()))
+            tests[BASELINE] = {"kind": kind, **_train_scores(study, objective, per_env, seeds)}
         except Exception as exc:  # noqa: BLE001 - the trials' scores are kept; a resume tries the baseline again
+            kind = " + ".join(dict.fromkeys(kinds.values()))
             _logger.warning("the baseline (%s) could not be trained (%s): the card has no baseline", kind, exc)
             tests.pop(BASELINE, None)
         else:
@@ -209,7 +221,7 @@ def _reevaluate(
     tests = add_statistics(tests, objective.objectives, exp.seed)
     study.set_user_attr(StudyAttr.TEST_SCORES, tests)
     names = [o.name for o in objective.objectives]
-    title = f"study {study.study_name!r}: {exp.algo} on {exp.env_id}"
+    title = f"study {study.study_name!r}: {exp.algo} on {' + '.join(one.env_id for one in objective.envs)}"
     print(card_text(tests, names, title))
     if tracker is not None:
         tracker.log_result_card(tests, card_html(tests, names, title))
