@@ -58,6 +58,8 @@ class StudyAttr(StrEnum):
     ENV_SCORES = "env_scores"
     #: ``--tune-envs``: per env other than ``--env``, its hyperparams entry (as ``zoo_config`` is ``--env``'s).
     ZOO_CONFIG_PER_ENV = "zoo_config_per_env"
+    #: ``--mlflow-mirror``: the folder of the study's report (trials.csv, plots) the mirror uploads at the end.
+    REPORT = "report_folder"
 
 
 class TrialAttr(StrEnum):
@@ -136,6 +138,7 @@ STUDY_TYPES: Mapping[StudyAttr, type | tuple[type, ...]] = {
     StudyAttr.PBT_PLAN: dict,
     StudyAttr.ENV_SCORES: dict,
     StudyAttr.ZOO_CONFIG_PER_ENV: dict,
+    StudyAttr.REPORT: str,
 }
 
 #: JSON type of each trial attribute's value.

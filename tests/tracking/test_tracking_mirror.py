@@ -104,3 +104,4 @@ def test_the_rl_command_tracks_through_its_own_mirror_and_imports_no_mlflow(work
         assert trials[trial.number].data.tags["zoo_ext.synced"] == "true"  # made by the mirror, not in-process
     (parent,) = [r for r in runs if r.data.tags["zoo_ext.role"] == "study"]
     assert parent.info.status == "FINISHED" and parent.data.metrics["n_complete"] == len(study.trials)
+    assert "trials.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}  # the report, uploaded at the end

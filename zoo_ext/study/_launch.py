@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import optuna
 
 from zoo_ext import pbt, progress, storage, tracking, workers
+from zoo_ext.attrs import StudyAttr
 from zoo_ext.study._create import StudySetup, create_study, create_tracker
 from zoo_ext.study._loop import Outcome, budget_total, n_finished, progress_line, recover, run_tracked
 from zoo_ext.study._reevaluate import reevaluate
@@ -117,6 +118,8 @@ def _finish(setup: StudySetup, tracker: tracking.Tracker | None, exp: Experiment
     if exp.options.reevaluate_top and outcome.completed:
         reevaluate(study, setup.objective, tracker, exp.options.reevaluate_top, exp.options.eval_seeds)
     report = summarize(study, exp, pruner=setup.pruner_used)
+    if exp.options.mlflow_mirror and not exp.options.no_mlflow:  # the mirror uploads it when it stops
+        study.set_user_attr(StudyAttr.REPORT, str(report.resolve()))
     if tracker is not None:
         tracker.close_stale_runs(study)
         tracker.log_study_artifacts(report)  # a population's report holds population.png
@@ -155,23 +158,23 @@ def _optimize_with_workers(exp: Experiment) -> tuple[optuna.Study, Outcome]:
     torch.set_num_threads(threads)
     line = progress_line(study, exp)  # drawn until every worker is done; their output is relayed above it
     relayed = isinstance(line, progress.LiveProgress)
-    with (
-        _mirror(exp, study),
-        workers.signals_interrupt(),
-        line,
-        progress.Relay() as relay,
-        workers.Workers(
-            flags, forked=forked, pipe_output=relayed, on_death=lambda *_: recover(study, tracker, exp)
-        ) as pool,
-    ):
-        relay.start(pool.processes)
-        outcome = run_tracked(study, setup.objective, tracker, exp, n_jobs=1)
-        if outcome.signal is not None:
-            pool.interrupt(outcome.signal)
-    if any(pool.exit_codes):
-        _logger.warning("worker exit codes: %s", pool.exit_codes)
-    done = n_finished(study)
-    if outcome.completed and outcome.stopped is None and done < total:
-        outcome.failure = f"{done} of {total} trials finished; worker processes exited with {pool.exit_codes}"
-    _finish(setup, tracker, exp, outcome)
+    with _mirror(exp, study):
+        with (
+            workers.signals_interrupt(),
+            line,
+            progress.Relay() as relay,
+            workers.Workers(
+                flags, forked=forked, pipe_output=relayed, on_death=lambda *_: recover(study, tracker, exp)
+            ) as pool,
+        ):
+            relay.start(pool.processes)
+            outcome = run_tracked(study, setup.objective, tracker, exp, n_jobs=1)
+            if outcome.signal is not None:
+                pool.interrupt(outcome.signal)
+        if any(pool.exit_codes):
+            _logger.warning("worker exit codes: %s", pool.exit_codes)
+        done = n_finished(study)
+        if outcome.completed and outcome.stopped is None and done < total:
+            outcome.failure = f"{done} of {total} trials finished; worker processes exited with {pool.exit_codes}"
+        _finish(setup, tracker, exp, outcome)
     return study, outcome

@@ -15,11 +15,13 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import optuna
 from optuna.trial import TrialState
 
+from zoo_ext.attrs import StudyAttr
 from zoo_ext.tracking._mapping import intermediate_values
 from zoo_ext.tracking._tracker import Tracker
 from zoo_ext.tracking._trial_runs import SYNCED_TAG, _ms
@@ -62,8 +64,12 @@ class Mirror:
             stop.wait(interval)
 
     def finish(self, study: optuna.Study) -> None:
-        """Make a last pass and end the parent run (it is reopened if the study goes on)."""
+        """Make a last pass, upload the study's report folder if it is on this machine (``--mlflow-mirror``), and
+        end the parent run (it is reopened if the study goes on)."""
         mirror_pass(study, self)
+        report = study.user_attrs.get(StudyAttr.REPORT)
+        if isinstance(report, str) and Path(report).is_dir():
+            self.tracker.log_study_artifacts(Path(report))
         self.tracker.end_study(study=study)
 
 
