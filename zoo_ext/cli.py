@@ -201,7 +201,7 @@ def _mlflow_mirror(args: argparse.Namespace) -> int:
     until = f", until {args.idle:g} s without a running trial" if args.idle else ", until stopped"
     print(f"Mirroring study {args.study_name!r} ({where}) into experiment {tracker.experiment_name!r} every "
           f"{args.interval:g} s{until}", flush=True)  # fmt: skip
-    mirror = tracking.Mirror(tracker)
+    mirror = tracking.Mirror(tracker, models=args.models, log_models=args.log_models)
     mirror.run(study, interval=args.interval, idle=args.idle, stop=stop)
     if stopped_by:
         print(f"Stopped by {stopped_by[0]}: a last pass", flush=True)
@@ -289,6 +289,10 @@ def _parser() -> argparse.ArgumentParser:
     mirror.add_argument(
         "--idle", type=float, default=0.0, help="stop after this many seconds with no trial running (0: until stopped)"
     )
+    mirror.add_argument(
+        "--models", type=Path, default=None, help="folder where the workers leave trial_<number>.zip (--mlflow-mirror)"
+    )
+    mirror.add_argument("--log-models", action="store_true", help="upload every model, not only each new best one's")
     proxy = sub.add_parser(
         "storage-proxy", help="serve a database storage to many workers over gRPC (workers: --storage grpc://HOST:PORT)"
     )

@@ -104,4 +104,9 @@ def test_the_rl_command_tracks_through_its_own_mirror_and_imports_no_mlflow(work
         assert trials[trial.number].data.tags["zoo_ext.synced"] == "true"  # made by the mirror, not in-process
     (parent,) = [r for r in runs if r.data.tags["zoo_ext.role"] == "study"]
     assert parent.info.status == "FINISHED" and parent.data.metrics["n_complete"] == len(study.trials)
-    assert "trials.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}  # the report, uploaded at the end
+    assert "trials.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}  # the report, at the end
+    # the first trial is a new best: its model, left by the worker, is on its run, and no model file is left over
+    first = study.trials[0]
+    assert first.state.name == "COMPLETE"
+    assert f"trial_{first.number}.zip" in {a.path for a in client.list_artifacts(trials[first.number].info.run_id)}
+    assert list((workdir / "logs" / "a2c").glob("*-models/*.zip")) == []

@@ -18,7 +18,7 @@ import optuna
 from zoo_ext import pbt, progress, storage, tracking, workers
 from zoo_ext.attrs import StudyAttr
 from zoo_ext.study._create import StudySetup, create_study, create_tracker
-from zoo_ext.study._loop import Outcome, budget_total, n_finished, progress_line, recover, run_tracked
+from zoo_ext.study._loop import Outcome, budget_total, mirror_models, n_finished, progress_line, recover, run_tracked
 from zoo_ext.study._reevaluate import reevaluate
 from zoo_ext.study._summary import summarize
 
@@ -91,6 +91,9 @@ def _mirror(exp: Experiment, study: optuna.Study) -> Iterator[None]:
         cmd += ["--mlflow-tracking-uri", opts.mlflow_tracking_uri]
     if opts.mlflow_experiment:
         cmd += ["--mlflow-experiment", opts.mlflow_experiment]
+    cmd += ["--models", str(mirror_models(exp, study.study_name))] + (
+        ["--log-models"] if opts.mlflow_log_models else []
+    )
     log = Path(exp.log_folder, exp.algo, f"{study.study_name}-mlflow-mirror.log")
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "ZOO_EXT_STORAGE": str(exp.storage)}

@@ -33,6 +33,7 @@ __all__ = [
     "STOP_ATTR",
     "Outcome",
     "budget_total",
+    "mirror_models",
     "n_counted",
     "n_finished",
     "over_budget",
@@ -86,6 +87,11 @@ def budget_total(exp: Experiment) -> int:
     return exp.max_total_trials if exp.max_total_trials is not None else exp.n_trials
 
 
+def mirror_models(exp: Experiment, study_name: str) -> Path:
+    """Return the folder where ``--mlflow-mirror``'s workers leave each completed trial's model for the mirror."""
+    return Path(exp.log_folder, exp.algo, f"{study_name}-models")
+
+
 def run_tracked(
     study: optuna.Study, objective: Objective, tracker: tracking.Tracker | None, exp: Experiment, *, n_jobs: int
 ) -> Outcome:
@@ -98,6 +104,10 @@ def run_tracked(
         if tracker is not None:
             objective = objective.saving_models(Path(model_dir))
             run = tracking.TrackedObjective(objective, tracker, env_id=exp.env_id, config=exp.config)
+        elif exp.options.mlflow_mirror and not exp.options.no_mlflow and exp.storage is not None:
+            models = mirror_models(exp, study.study_name)
+            models.mkdir(parents=True, exist_ok=True)
+            objective = run = objective.saving_models(models)
         with _Recovery(study, tracker, exp):
             return run_trials(study, run, objective, exp, tracker=tracker, n_jobs=n_jobs)
 

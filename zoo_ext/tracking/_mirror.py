@@ -22,6 +22,7 @@ import optuna
 from optuna.trial import TrialState
 
 from zoo_ext.attrs import StudyAttr
+from zoo_ext.statistics import sign
 from zoo_ext.tracking._mapping import intermediate_values
 from zoo_ext.tracking._tracker import Tracker
 from zoo_ext.tracking._trial_runs import SYNCED_TAG, _ms
@@ -47,6 +48,10 @@ class Mirror:
     tracker: Tracker
     logged: dict[str, int] = field(default_factory=dict)
     finished: set[int] | None = None
+    #: Where the study's workers leave each completed trial's model (``trial_<number>.zip``; None: nowhere).
+    models: Path | None = None
+    #: Upload every completed trial's model, not only a new best one's.
+    log_models: bool = False
 
     def run(
         self, study: optuna.Study, *, interval: float = 1.0, idle: float = 0.0, stop: threading.Event | None = None
@@ -106,8 +111,42 @@ def mirror_pass(study: optuna.Study, mirror: Mirror) -> list[int]:
     ended = sorted(done - mirror.finished)
     if ended:
         tracker.log_history(study, ended)
+    if mirror.models is not None:
+        _upload_models(study, mirror, done, set(ended))
     mirror.finished |= done
     return ended
+
+
+def _upload_models(study: optuna.Study, mirror: Mirror, done: set[int], ended: set[int]) -> None:
+    """Upload the models the workers left for trials that ended in this pass (every one with ``log_models``, else
+    a new best one's) to their runs, and delete every finished trial's model file."""
+    assert mirror.models is not None
+    tracker = mirror.tracker
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    for path in sorted(mirror.models.glob("trial_*.zip")):
+        number = int(path.stem.removeprefix("trial_")) if path.stem.removeprefix("trial_").isdigit() else None
+        if number is None or number not in done:
+            continue
+        trial = trials[number]
+        if number in ended and trial.state == TrialState.COMPLETE and (mirror.log_models or _new_best(study, trial)):
+            runs = tracker.call(tracker.trial_runs, number) or {}
+            for run in runs.get(number, [])[:1]:
+                tracker.call(tracker.client.log_artifact, run.info.run_id, str(path))
+        path.unlink(missing_ok=True)
+
+
+def _new_best(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+    """Return True if no trial completed before ``trial`` is as good (one objective) or dominates it (several)."""
+    signs = [sign(d) for d in study.directions]
+    mine = [s * v for s, v in zip(signs, trial.values, strict=True)]
+    for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if other.number == trial.number or not (other.datetime_complete and trial.datetime_complete):
+            continue
+        if other.datetime_complete < trial.datetime_complete:
+            theirs = [s * v for s, v in zip(signs, other.values, strict=True)]
+            if all(t >= m for t, m in zip(theirs, mine, strict=True)):
+                return False
+    return True
 
 
 def _keep_oldest(tracker: Tracker, runs: list[Run]) -> list[Run]:
