@@ -87,7 +87,8 @@ def test_a_mirror_refuses_a_study_zoo_ext_never_made(workdir: Path) -> None:
 
 def test_the_rl_command_tracks_through_its_own_mirror_and_imports_no_mlflow(workdir: Path) -> None:
     uri = mlflow_store(workdir)
-    args = [*optimize_args("a2c", "CartPole-v1", n=2048, trials=3), "--mlflow-mirror", "--mlflow-tracking-uri", uri]
+    args = [*optimize_args("a2c", "CartPole-v1", n=2048, trials=3), "--mlflow-mirror", "--mlflow-tracking-uri", uri,
+            "--reevaluate-top", "1", "--eval-seeds", "2"]  # fmt: skip
     proc = run([*STOCK, *args, "-params", "n_envs:2"], workdir, env={"PYTHONPROFILEIMPORTTIME": "1"})
     imported = [line for line in proc.stderr.splitlines() if line.startswith("import time:")]
     assert len(imported) > 500  # the training process's own imports (the mirror's go to its log file)
@@ -110,3 +111,5 @@ def test_the_rl_command_tracks_through_its_own_mirror_and_imports_no_mlflow(work
     assert first.state.name == "COMPLETE"
     assert f"trial_{first.number}.zip" in {a.path for a in client.list_artifacts(trials[first.number].info.run_id)}
     assert list((workdir / "logs" / "a2c").glob("*-models/*.zip")) == []
+    (tested,) = [int(key) for key in study.user_attrs["test_scores"] if key.isdigit()]
+    assert "test_score/mean_reward" in client.get_run(trials[tested].info.run_id).data.metrics

@@ -72,10 +72,21 @@ class Mirror:
         """Make a last pass, upload the study's report folder if it is on this machine (``--mlflow-mirror``), and
         end the parent run (it is reopened if the study goes on)."""
         mirror_pass(study, self)
+        self._log_test_scores(study)
         report = study.user_attrs.get(StudyAttr.REPORT)
         if isinstance(report, str) and Path(report).is_dir():
             self.tracker.log_study_artifacts(Path(report))
         self.tracker.end_study(study=study)
+
+    def _log_test_scores(self, study: optuna.Study) -> None:
+        """Log the re-evaluated trials' fresh-seed scores (``--reevaluate-top``) to runs that do not have them yet."""
+        tracker = self.tracker
+        tests = study.user_attrs.get(StudyAttr.TEST_SCORES, {})
+        runs = tracker.call(tracker.trial_runs) if tests else None
+        for key, entry in tests.items():
+            found = (runs or {}).get(int(key), []) if key.isdigit() else []
+            if found and not any(name.startswith("test_score/") for name in found[0].data.metrics):
+                tracker.log_test_scores(int(key), entry["scores"], entry["aggregate"])
 
 
 def mirror_pass(study: optuna.Study, mirror: Mirror) -> list[int]:
@@ -113,6 +124,8 @@ def mirror_pass(study: optuna.Study, mirror: Mirror) -> list[int]:
         tracker.log_history(study, ended)
     if mirror.models is not None:
         _upload_models(study, mirror, done, set(ended))
+    if ended and StudyAttr.PBT_PLAN in study.user_attrs:  # a member's run gets its new segments only
+        tracker.log_population(study)
     mirror.finished |= done
     return ended
 
